@@ -1,0 +1,369 @@
+"""The container's root filesystem: mounts, devices, pivot_root, masked paths.
+
+Everything here runs in the container's init, after it unshared its mount namespace
+and before it executes the user's program. Paths inside the rootfs are hostile (a
+symlink in an image may point anywhere), so every destination is opened with
+``openat2(RESOLVE_IN_ROOT)`` relative to the rootfs and mounted onto through its
+``/proc/self/fd/N`` magic link: the kernel resolves it exactly once, inside the root,
+and no race between checking a path and mounting onto it exists (CVE-2021-30465).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from dockyard.errors import InvalidArgument
+from dockyard.linux import syscalls as sc
+from dockyard.oci.runtime import LinuxDevice, Mount
+
+# Mount options that are flags, with the bits they set and whether they clear them.
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
+    "nosuid": (False, sc.MS_NOSUID), "suid": (True, sc.MS_NOSUID),
+    "nodev": (False, sc.MS_NODEV), "dev": (True, sc.MS_NODEV),
+    "noexec": (False, sc.MS_NOEXEC), "exec": (True, sc.MS_NOEXEC),
+    "sync": (False, sc.MS_SYNCHRONOUS), "async": (True, sc.MS_SYNCHRONOUS),
+    "dirsync": (False, sc.MS_DIRSYNC), "remount": (False, sc.MS_REMOUNT),
+    "mand": (False, sc.MS_MANDLOCK), "nomand": (True, sc.MS_MANDLOCK),
+    "noatime": (False, sc.MS_NOATIME), "atime": (True, sc.MS_NOATIME),
+    "nodiratime": (False, sc.MS_NODIRATIME), "diratime": (True, sc.MS_NODIRATIME),
+    "relatime": (False, sc.MS_RELATIME), "norelatime": (True, sc.MS_RELATIME),
+    "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
+    "lazytime": (False, sc.MS_LAZYTIME), "nolazytime": (True, sc.MS_LAZYTIME),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "symfollow": (True, sc.MS_NOSYMFOLLOW),
+    "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
+    "defaults": (False, 0),
+}
+
+PROPAGATION: dict[str, int] = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+
+# Options that are neither flags nor filesystem data, which the runtime handles
+# itself or ignores, as runc does.
+_IGNORED = {"tmpcopyup", "idmap", "ridmap", "copy-symlink", "z", "Z", "rro", "rrw"}
+
+
+@dataclass(frozen=True, slots=True)
+class MountPlan:
+    """One OCI mount, its options parsed."""
+
+    destination: str
+    type: str
+    source: str
+    flags: int
+    propagation: tuple[int, ...]
+    data: str
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & sc.MS_BIND)
+
+
+def parse_mount(mount: Mount, bundle: str) -> MountPlan:
+    """Split a mount's options into mount(2) flags, propagation changes and data."""
+    flags = 0
+    propagation: list[int] = []
+    data: list[str] = []
+    for option in mount.options or ():
+        if option in _FLAGS:
+            clear, bit = _FLAGS[option]
+            flags = flags & ~bit if clear else flags | bit
+        elif option in PROPAGATION:
+            propagation.append(PROPAGATION[option])
+        elif option not in _IGNORED:
+            data.append(option)
+    mtype = mount.type or ""
+    if mtype == "bind":
+        flags |= sc.MS_BIND
+    source = mount.source or mtype or "none"
+    if flags & sc.MS_BIND and not os.path.isabs(source):
+        source = os.path.join(bundle, source)
+    if not mount.destination.startswith("/"):
+        raise InvalidArgument(f"mount destination {mount.destination!r} is not absolute")
+    return MountPlan(mount.destination, mtype, source, flags, tuple(propagation),
+                     ",".join(data))
+
+
+def root_propagation(value: str | None) -> int:
+    """The propagation of ``/`` in the new mount namespace (rslave unless told)."""
+    if not value:
+        return sc.MS_SLAVE | sc.MS_REC
+    try:
+        return PROPAGATION[value]
+    except KeyError:
+        raise InvalidArgument(f"invalid rootfsPropagation {value!r}") from None
+
+
+@contextlib.contextmanager
+def _opened(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_in_root(root_fd: int, path: str, *, create: str | None = None) -> int:
+    """An O_PATH fd of ``path`` resolved inside the root, creating it when asked.
+
+    ``create`` is "dir" or "file": the missing components are made as directories,
+    the last one as the given kind. A symlink anywhere in the path is followed but
+    stays inside the root, as if the root were ``/``.
+    """
+    resolve = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+    try:
+        return sc.openat2(root_fd, path, os.O_PATH, resolve=resolve)
+    except FileNotFoundError:
+        if create is None:
+            raise
+    parts = [p for p in path.split("/") if p and p != "."]
+    fd = os.dup(root_fd)
+    try:
+        for i, name in enumerate(parts):
+            if name == "..":
+                raise InvalidArgument(f"path {path!r} must not contain '..'")
+            try:
+                nfd = sc.openat2(fd, name, os.O_PATH, resolve=resolve)
+            except FileNotFoundError:
+                last = i == len(parts) - 1
+                # O_PATH fds cannot be used as dir_fd for creation: reopen the
+                # directory for real, still through the magic link of the checked fd.
+                with _opened(os.open(sc.fd_path(fd), os.O_RDONLY | os.O_DIRECTORY |
+                                     os.O_CLOEXEC)) as dfd:
+                    if last and create == "file":
+                        with contextlib.suppress(FileExistsError):
+                            os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC,
+                                             0o644, dir_fd=dfd))
+                    else:
+                        with contextlib.suppress(FileExistsError):
+                            os.mkdir(name, 0o755, dir_fd=dfd)
+                nfd = sc.openat2(fd, name, os.O_PATH, resolve=resolve)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def mount_one(root_fd: int, plan: MountPlan, cgroup_mounts: Sequence[tuple[str, str]]) -> None:
+    """Perform one planned mount inside the root opened as ``root_fd``."""
+    if plan.type == "cgroup" and not plan.is_bind:
+        _mount_cgroup(root_fd, plan, cgroup_mounts)
+        return
+    kind = "dir" if not plan.is_bind or _is_dir(plan.source) else "file"
+    with _opened(open_in_root(root_fd, plan.destination, create=kind)) as fd:
+        target = sc.fd_path(fd)
+        if plan.is_bind:
+            sc.mount(plan.source, target, None, plan.flags & (sc.MS_BIND | sc.MS_REC))
+            extra = plan.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+            if extra:
+                _remount_bind(target, extra)
+        else:
+            try:
+                sc.mount(plan.source, target, plan.type, plan.flags & ~sc.MS_REMOUNT,
+                         plan.data or None)
+            except PermissionError:
+                if plan.type != "sysfs":
+                    raise
+                # sysfs cannot be mounted without a network namespace of our own
+                # (nor in a user namespace): show the host's, read-only, as runc does.
+                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                _remount_bind(target, sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV |
+                              sc.MS_NOEXEC)
+        for flag in plan.propagation:
+            sc.mount(None, target, None, flag)
+
+
+def _remount_bind(target: str, flags: int) -> None:
+    # A bind mount takes its flags only through a remount. In a user namespace the
+    # flags of the source mount that were locked (nosuid, nodev, noexec, atime) must be
+    # repeated or the kernel refuses with EPERM.
+    try:
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
+    except PermissionError:
+        locked = _statvfs_flags(target)
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | locked)
+
+
+def _statvfs_flags(path: str) -> int:
+    st = os.statvfs(path)
+    mapping = {os.ST_RDONLY: sc.MS_RDONLY, os.ST_NOSUID: sc.MS_NOSUID,
+               os.ST_NODEV: sc.MS_NODEV, os.ST_NOEXEC: sc.MS_NOEXEC,
+               os.ST_NOATIME: sc.MS_NOATIME, os.ST_NODIRATIME: sc.MS_NODIRATIME,
+               os.ST_RELATIME: sc.MS_RELATIME}
+    return sum(ms for st_flag, ms in mapping.items() if st.f_flag & st_flag)
+
+
+def _mount_cgroup(root_fd: int, plan: MountPlan,
+                  cgroup_mounts: Sequence[tuple[str, str]]) -> None:
+    """A ``cgroup`` mount: cgroup2 on a unified host, else one mount per v1 hierarchy.
+
+    ``cgroup_mounts`` lists (name, options) of the host's hierarchies, e.g.
+    ("memory", "memory") or ("unified", "cgroup2"); inside a new cgroup namespace each
+    mount shows the container's own cgroup as its root.
+    """
+    flags = plan.flags & ~(sc.MS_REMOUNT | sc.MS_BIND | sc.MS_REC)
+    if len(cgroup_mounts) == 1 and cgroup_mounts[0][1] == "cgroup2":
+        with _opened(open_in_root(root_fd, plan.destination, create="dir")) as fd:
+            sc.mount("cgroup2", sc.fd_path(fd), "cgroup2", flags)
+        return
+    with _opened(open_in_root(root_fd, plan.destination, create="dir")) as fd:
+        sc.mount("tmpfs", sc.fd_path(fd), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 "mode=755")
+    for name, options in cgroup_mounts:
+        with _opened(open_in_root(root_fd, f"{plan.destination}/{name}", create="dir")) as fd:
+            if options == "cgroup2":
+                sc.mount("cgroup2", sc.fd_path(fd), "cgroup2", flags)
+            else:
+                sc.mount("cgroup", sc.fd_path(fd), "cgroup", flags, options)
+        # Comounted controllers (cpu,cpuacct) are reachable by each name, as on a host.
+        for alias in name.split(","):
+            if alias != name:
+                with contextlib.suppress(FileExistsError), \
+                        _opened(open_in_root(root_fd, plan.destination)) as dfd, \
+                        _opened(os.open(sc.fd_path(dfd), os.O_RDONLY | os.O_DIRECTORY)) as d:
+                    os.symlink(name, alias, dir_fd=d)
+    if flags & sc.MS_RDONLY:
+        with _opened(open_in_root(root_fd, plan.destination)) as fd:
+            sc.mount(None, sc.fd_path(fd), None,
+                     sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV |
+                     sc.MS_NOEXEC)
+
+
+DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
+    ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
+)
+
+_DEV_SYMLINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+                 ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
+                 ("pts/ptmx", "ptmx"))
+
+_DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def create_devices(root_fd: int, devices: Sequence[LinuxDevice], *, bind: bool) -> None:
+    """Make the default devices and ``linux.devices`` under the root's /dev.
+
+    In a user namespace mknod is refused, so the host's device nodes are bind-mounted
+    instead (``bind=True``), as runc does.
+    """
+    wanted: dict[str, LinuxDevice] = {
+        path: LinuxDevice(path=path, type="c", major=major, minor=minor, file_mode=0o666,
+                          uid=0, gid=0)
+        for path, major, minor in DEFAULT_DEVICES
+    }
+    for dev in devices:
+        wanted[dev.path] = dev
+    for dev in wanted.values():
+        _make_device(root_fd, dev, bind)
+    with _opened(open_in_root(root_fd, "/dev")) as pfd, \
+            _opened(os.open(sc.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY)) as dfd:
+        for target, name in _DEV_SYMLINKS:
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=dfd)
+
+
+def _make_device(root_fd: int, dev: LinuxDevice, bind: bool) -> None:
+    if dev.type not in _DEVICE_TYPES:
+        raise InvalidArgument(f"device {dev.path}: unknown type {dev.type!r}")
+    parent, name = os.path.split(dev.path)
+    if bind:
+        with _opened(open_in_root(root_fd, dev.path, create="file")) as fd:
+            sc.mount(dev.path, sc.fd_path(fd), None, sc.MS_BIND)
+        return
+    with _opened(open_in_root(root_fd, parent or "/", create="dir")) as pfd, \
+            _opened(os.open(sc.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY)) as dfd:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dfd)
+        mode = (dev.file_mode if dev.file_mode is not None else 0o666) & 0o7777
+        rdev = os.makedev(dev.major or 0, dev.minor or 0)
+        os.mknod(name, mode | _DEVICE_TYPES[dev.type], rdev, dir_fd=dfd)
+        # mknod's mode is filtered by the umask; the spec's fileMode is not.
+        os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+        os.chown(name, dev.uid or 0, dev.gid or 0, dir_fd=dfd, follow_symlinks=False)
+
+
+def pivot(rootfs: str) -> None:
+    """Make ``rootfs`` the root and detach the old one.
+
+    pivot_root(".", ".") stacks the old root on top of the new one at "/"; making it a
+    slave first keeps the unmount from propagating to the host, and the lazy unmount
+    then drops it without needing a directory for it inside the rootfs.
+    """
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        sc.pivot_root(".", ".")
+        os.fchdir(old)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+def move_root(rootfs: str) -> None:
+    """The ``--no-pivot`` way: move the rootfs mount over / and chroot into it."""
+    os.chdir(rootfs)
+    sc.mount(rootfs, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def mask_paths(paths: Sequence[str]) -> None:
+    """Hide each path: /dev/null over a file, an empty read-only tmpfs over a directory."""
+    for path in paths:
+        try:
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if is_dir:
+            sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, "size=0k")
+        else:
+            sc.mount("/dev/null", path, None, sc.MS_BIND)
+
+
+def readonly_paths(paths: Sequence[str]) -> None:
+    """Make each existing path a read-only bind mount of itself."""
+    for path in paths:
+        try:
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            raise
+        flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | \
+            sc.MS_NOEXEC
+        try:
+            sc.mount(None, path, None, flags | sc.MS_REC)
+        except PermissionError:
+            sc.mount(None, path, None, flags | _statvfs_flags(path))
+
+
+def readonly_root() -> None:
+    """Remount / read-only, keeping the flags it has."""
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _statvfs_flags("/"))
+
+
+def mount_option_names() -> set[str]:
+    """The mount options this runtime understands as flags."""
+    return set(_FLAGS)
