@@ -107,9 +107,7 @@ def test_errno_for_mkdir_only(tmp_path: Path) -> None:
     config = LinuxSeccomp(
         default_action="SCMP_ACT_ALLOW",
         architectures=X86_ARCHES,
-        syscalls=[
-            LinuxSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO", errno_ret=99)
-        ],
+        syscalls=[LinuxSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO", errno_ret=99)],
     )
     bpf, flags = compile_oci_seccomp(config)
 

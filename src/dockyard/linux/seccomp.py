@@ -29,10 +29,9 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno
-import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dockyard.errors import InvalidArgument
 
@@ -59,7 +58,6 @@ __all__ = [
     "load_filter",
 ]
 
-_log = logging.getLogger(__name__)
 
 # Actions: the kernel's SECCOMP_RET_* values, which libseccomp's SCMP_ACT_* share.
 ACT_KILL_PROCESS = 0x8000_0000  # kill the whole thread group (since 4.14)
@@ -161,8 +159,7 @@ class Op(enum.IntEnum):
     MASKED_EQ = 7  # (arg & value) == value_two
 
 
-@dataclass(frozen=True, slots=True)
-class Condition:
+class Condition(NamedTuple):
     """A test on argument ``index`` (0-5) of the syscall: ``arg <op> value``."""
 
     index: int
@@ -171,8 +168,7 @@ class Condition:
     value_two: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """Take ``action`` when ``syscall`` is called and every condition holds."""
 
     syscall: str
@@ -230,7 +226,10 @@ def compile_filter(
         # socketcall) for every arch of the filter.
         nr = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, rule.syscall)
         if nr == -1:  # __NR_SCMP_ERROR: not a syscall this libseccomp knows
-            _log.debug("seccomp: unknown syscall %r skipped", rule.syscall)
+            import logging
+
+            logging.getLogger(__name__).debug("seccomp: unknown syscall %r skipped",
+                                              rule.syscall)
             continue
         args = [pyseccomp.Arg(c.index, int(c.op), c.value, c.value_two) for c in rule.conditions]
         try:

@@ -43,7 +43,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -89,8 +88,7 @@ _NS_FILES = (("user", "user"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"
 _ERROR_TYPES: dict[int, type[DockyardError]] = {126: CannotExecute, 127: CommandNotFound}
 
 
-@dataclass(slots=True)
-class Stdio:
+class Stdio(msgspec.Struct):
     """File descriptors that become the container process's 0, 1 and 2."""
 
     stdin: int
@@ -168,8 +166,7 @@ def _exit_status(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-@dataclass(slots=True)
-class _Plan:
+class _Plan(msgspec.Struct, kw_only=True):
     """Everything the children need, computed before they are forked."""
 
     spec: oci.Spec
@@ -192,6 +189,7 @@ class Runtime:
 
     def __init__(self, root: str | Path = DEFAULT_ROOT) -> None:
         self.root = Path(root)
+        self._seccomp_cache = str(self.root / ".seccomp-cache")
         # Syncs to containers this process created and still may wait on.
         self._children: dict[str, tuple[int, socket.socket | None]] = {}
 
@@ -305,6 +303,8 @@ class Runtime:
         if not self.root.is_dir():
             return found
         for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith("."):
+                continue  # the runtime's own files, never a container
             sd = StateDir(self.root, entry.name)
             try:
                 record = sd.read()
@@ -484,7 +484,7 @@ class Runtime:
         if new_ns & sc.CLONE_NEWUSER and not (linux.uid_mappings and linux.gid_mappings):
             raise InvalidArgument("a new user namespace needs uidMappings and gidMappings")
         seccomp_spec = linux.seccomp
-        prepared = proc.prepare(spec.process, seccomp_spec)
+        prepared = proc.prepare(spec.process, seccomp_spec, self._seccomp_cache)
         mounts = [rootfs.parse_mount(m, bundle) for m in spec.mounts or ()]
         return _Plan(spec=spec, bundle=bundle, rootfs=rootfs_path, process=prepared,
                      new_ns=new_ns, join_ns=join_ns, mounts=mounts,
@@ -558,7 +558,7 @@ class Runtime:
             raise Conflict(f"cannot exec in a container that is {status}")
         spec = oci.load_spec(record.config)
         linux = spec.linux or oci.Linux()
-        prepared = proc.prepare(process, linux.seccomp)
+        prepared = proc.prepare(process, linux.seccomp, self._seccomp_cache)
         if prepared.terminal and console_socket is None:
             raise InvalidArgument("process.terminal is true but no console socket was given")
         namespaces = {ns.type for ns in linux.namespaces or ()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 
 from dockyard.errors import SystemFailure, Timeout
@@ -15,6 +14,8 @@ def run_hooks(kind: str, hooks: Sequence[Hook] | None, state: bytes) -> None:
     A hook's stdout and stderr go to the runtime's own, where containerd and the
     user see them. ``kind`` names the hook point in the error.
     """
+    import subprocess  # only when there are hooks: it costs a few ms to import
+
     for hook in hooks or ():
         args = hook.args or [hook.path]
         try:

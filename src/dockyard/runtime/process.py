@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 import resource
 import stat
-from dataclasses import dataclass, field
+
+import msgspec
 
 from dockyard.errors import CannotExecute, CommandNotFound, InvalidArgument
 from dockyard.linux import capabilities, seccomp
 from dockyard.linux import syscalls as sc
 from dockyard.oci.runtime import LinuxSeccomp, Process
-from dockyard.runtime.seccomp_policy import compile_oci_seccomp
+from dockyard.runtime.seccomp_policy import compile_cached
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(slots=True)
-class Capabilities:
+class Capabilities(msgspec.Struct):
     """The five capability sets, as numbers."""
 
     bounding: set[int]
@@ -33,8 +33,7 @@ class Capabilities:
     ambient: set[int]
 
 
-@dataclass(slots=True)
-class PreparedProcess:
+class PreparedProcess(msgspec.Struct, kw_only=True):
     """A process ready to be finished in a child: plain values only."""
 
     args: list[str]
@@ -45,7 +44,7 @@ class PreparedProcess:
     additional_gids: list[int]
     umask: int | None
     caps: Capabilities | None
-    rlimits: list[tuple[int, int, int]] = field(default_factory=list)
+    rlimits: list[tuple[int, int, int]] = msgspec.field(default_factory=list)
     no_new_privileges: bool = False
     seccomp_bpf: bytes | None = None
     seccomp_flags: int = 0
@@ -54,8 +53,12 @@ class PreparedProcess:
     console_size: tuple[int, int] | None = None
 
 
-def prepare(process: Process, seccomp_spec: LinuxSeccomp | None) -> PreparedProcess:
-    """Check and convert an OCI process into what the child needs."""
+def prepare(process: Process, seccomp_spec: LinuxSeccomp | None,
+            cache_dir: str | None = None) -> PreparedProcess:
+    """Check and convert an OCI process into what the child needs.
+
+    ``cache_dir`` keeps compiled seccomp programs between calls.
+    """
     if not process.args:
         raise InvalidArgument("process.args must not be empty")
     if not process.cwd.startswith("/"):
@@ -74,7 +77,8 @@ def prepare(process: Process, seccomp_spec: LinuxSeccomp | None) -> PreparedProc
             raise InvalidArgument(f"rlimit {rl.type}: soft limit {rl.soft} is above the hard "
                                   f"limit {rl.hard}")
         rlimits.append((number, _rlim(rl.soft), _rlim(rl.hard)))
-    bpf, flags = compile_oci_seccomp(seccomp_spec) if seccomp_spec is not None else (None, 0)
+    bpf, flags = (compile_cached(seccomp_spec, cache_dir) if seccomp_spec is not None
+                  else (None, 0))
     size = process.console_size
     return PreparedProcess(
         args=list(process.args), env=list(process.env or ()), cwd=process.cwd,

@@ -154,25 +154,29 @@ def _block_io(bio: LinuxBlockIO, version: str) -> dict[str, str]:
         if bio.leaf_weight:
             files["blkio.leaf_weight"] = str(bio.leaf_weight)
         throttles = {
-            "blkio.weight_device": [f"{d.major}:{d.minor} {d.weight}" for d in weights
-                                    if d.weight is not None],
-            "blkio.leaf_weight_device": [f"{d.major}:{d.minor} {d.leaf_weight}" for d in weights
-                                         if d.leaf_weight is not None],
+            "blkio.weight_device": [
+                f"{d.major}:{d.minor} {d.weight}" for d in weights if d.weight is not None
+            ],
+            "blkio.leaf_weight_device": [
+                f"{d.major}:{d.minor} {d.leaf_weight}" for d in weights if d.leaf_weight is not None
+            ],
             "blkio.throttle.read_bps_device": _throttle(bio.throttle_read_bps_device, "{}:{} {}"),
-            "blkio.throttle.write_bps_device": _throttle(bio.throttle_write_bps_device,
-                                                         "{}:{} {}"),
-            "blkio.throttle.read_iops_device": _throttle(bio.throttle_read_iops_device,
-                                                         "{}:{} {}"),
-            "blkio.throttle.write_iops_device": _throttle(bio.throttle_write_iops_device,
-                                                          "{}:{} {}"),
+            "blkio.throttle.write_bps_device": _throttle(bio.throttle_write_bps_device, "{}:{} {}"),
+            "blkio.throttle.read_iops_device": _throttle(bio.throttle_read_iops_device, "{}:{} {}"),
+            "blkio.throttle.write_iops_device": _throttle(
+                bio.throttle_write_iops_device, "{}:{} {}"
+            ),
         }
     else:
         # v2 has no leaf weights; each io.max line sets one key of one device, and the
         # kernel keeps the device's other keys as they were.
         throttles = {
             "io.weight": ([f"default {io_weight(bio.weight)}"] if bio.weight else [])
-            + [f"{d.major}:{d.minor} {io_weight(d.weight)}" for d in weights
-               if d.weight is not None],
+            + [
+                f"{d.major}:{d.minor} {io_weight(d.weight)}"
+                for d in weights
+                if d.weight is not None
+            ],
             "io.max": _throttle(bio.throttle_read_bps_device, "{}:{} rbps={}")
             + _throttle(bio.throttle_write_bps_device, "{}:{} wbps={}")
             + _throttle(bio.throttle_read_iops_device, "{}:{} riops={}")

@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dockyard.errors import InvalidArgument
 from dockyard.linux import syscalls as sc
@@ -52,8 +52,7 @@ PROPAGATION: dict[str, int] = {
 _IGNORED = {"tmpcopyup", "idmap", "ridmap", "copy-symlink", "z", "Z", "rro", "rrw"}
 
 
-@dataclass(frozen=True, slots=True)
-class MountPlan:
+class MountPlan(NamedTuple):
     """One OCI mount, its options parsed."""
 
     destination: str

@@ -65,9 +65,9 @@ _decoder = msgspec.json.Decoder(ContainerRecord)
 def check_id(container_id: str) -> None:
     """Refuse IDs that could escape the state root or confuse a shell."""
     if not container_id or len(container_id) > 1024 or not _ID.match(container_id) \
-            or container_id in (".", ".."):
+            or container_id.startswith("."):
         raise InvalidArgument(f"invalid container ID {container_id!r}: use letters, digits,"
-                              " '_', '+', '-' and '.'")
+                              " '_', '+', '-' and '.', not first")
 
 
 def proc_start_time(pid: int) -> int | None:

@@ -161,8 +161,16 @@ def load_device_filter(rules: Sequence[DeviceRule]) -> int:
     # union bpf_attr, BPF_PROG_LOAD part: prog_type, insn_cnt, insns, license,
     # log_level, log_size, log_buf; the rest (kern_version, flags, name...) zero.
     struct.pack_into(
-        "<IIQQIIQ", attr, 0, _BPF_PROG_TYPE_CGROUP_DEVICE, len(insns.raw) // 8,
-        ctypes.addressof(insns), ctypes.addressof(license_), 1, _LOG_SIZE, ctypes.addressof(log),
+        "<IIQQIIQ",
+        attr,
+        0,
+        _BPF_PROG_TYPE_CGROUP_DEVICE,
+        len(insns.raw) // 8,
+        ctypes.addressof(insns),
+        ctypes.addressof(license_),
+        1,
+        _LOG_SIZE,
+        ctypes.addressof(log),
     )
     try:
         return _bpf(_BPF_PROG_LOAD, attr, "BPF_PROG_LOAD")
@@ -176,8 +184,9 @@ def _attached_ids(cgroup_fd: int) -> list[int]:
     ids = (ctypes.c_uint32 * 64)()
     attr = ctypes.create_string_buffer(40)
     # BPF_PROG_QUERY: target_fd, attach_type, query_flags, attach_flags, prog_ids, prog_cnt.
-    struct.pack_into("<IIIIQI", attr, 0, cgroup_fd, _BPF_CGROUP_DEVICE, 0, 0,
-                     ctypes.addressof(ids), len(ids))
+    struct.pack_into(
+        "<IIIIQI", attr, 0, cgroup_fd, _BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(ids), len(ids)
+    )
     _bpf(_BPF_PROG_QUERY, attr, "BPF_PROG_QUERY")
     count = struct.unpack_from("<I", attr, 24)[0]
     return list(ids[:count])
@@ -219,4 +228,3 @@ def attach_device_filter(cgroup_dir: str, rules: Sequence[DeviceRule]) -> None:
     finally:
         os.close(cgroup_fd)
         os.close(prog_fd)
-
