@@ -243,7 +243,7 @@ class Runtime:
             _wait_gone(pid, cgroup)
             if made_cgroup:
                 with contextlib.suppress(DockyardError):
-                    cgroup.destroy()
+                    _destroy_cgroup(cgroup, _cgroups_path(spec, container_id))
             sd.remove()
             raise
         if reap:
@@ -435,7 +435,7 @@ class Runtime:
         _wait_gone(record.pid if status != Status.STOPPED else 0, cg)
         self._children.pop(container_id, None)
         if cg.exists():
-            cg.destroy()
+            _destroy_cgroup(cg, record.cgroup_path)
         spec = oci.load_spec(record.config)
         try:
             if spec.hooks and spec.hooks.poststop:
@@ -609,9 +609,22 @@ class Runtime:
 # -- helpers of the runtime's process ---------------------------------------------------
 
 
+_DEFAULT_CGROUP_PARENT = "/dockyard"
+
+
 def _cgroups_path(spec: oci.Spec, container_id: str) -> str:
     path = spec.linux.cgroups_path if spec.linux else None
-    return path or f"/dockyard/{container_id}"
+    return path or f"{_DEFAULT_CGROUP_PARENT}/{container_id}"
+
+
+def _destroy_cgroup(cg: cgroups.Cgroup, path: str) -> None:
+    """Remove the container's cgroup, and the default parent once no container uses it."""
+    cg.destroy()
+    if os.path.dirname(path) == _DEFAULT_CGROUP_PARENT:
+        for parent in cgroups.open_cgroup(_DEFAULT_CGROUP_PARENT).paths().values():
+            # Fails while another container lives under it, which is what we want.
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
 
 
 # What every container may use whatever its rules say (runc's AllowedDevices): mknod
@@ -803,6 +816,7 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
     proc.set_limits(prepared)
     proc.become_user(prepared)
     path = proc.lookup(prepared)
+    proc.refuse_runtime_binary(prepared, path)
     _close_fds([])
     sync.send(b"ready")
     # Blocks until `start` opens the fifo for reading.
@@ -872,6 +886,7 @@ def _exec_process(sync: socket.socket, prepared: proc.PreparedProcess,
     proc.set_limits(prepared)
     proc.become_user(prepared)
     path = proc.lookup(prepared)
+    proc.refuse_runtime_binary(prepared, path)
     _close_fds([])
     # The sync socket is close-on-exec: the runtime reads EOF when execve succeeded.
     proc.execute(prepared, path)

@@ -51,6 +51,8 @@ class PreparedProcess(msgspec.Struct, kw_only=True):
     oom_score_adj: int | None = None
     terminal: bool = False
     console_size: tuple[int, int] | None = None
+    # (st_dev, st_ino) of the runtime's own executable, which must never run inside.
+    runtime_exe: tuple[int, int] = (0, 0)
 
 
 def prepare(process: Process, seccomp_spec: LinuxSeccomp | None,
@@ -89,7 +91,42 @@ def prepare(process: Process, seccomp_spec: LinuxSeccomp | None,
         seccomp_flags=flags, oom_score_adj=process.oom_score_adj,
         terminal=bool(process.terminal),
         console_size=(size.height, size.width) if size else None,
+        runtime_exe=_identity("/proc/self/exe") or (0, 0),
     )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refuse_runtime_binary(prepared: PreparedProcess, path: str) -> None:
+    """Refuse to run the runtime's own executable inside the container (CVE-2019-5736).
+
+    A container that makes its command ``/proc/self/exe`` (or a script whose
+    interpreter is) would run the host's interpreter inside it, and a process of the
+    container could then open that file through /proc/PID/exe and overwrite it. The
+    check follows symlinks and up to four levels of ``#!`` interpreters, as the kernel
+    does.
+    """
+    for _ in range(5):
+        if _identity(path) == prepared.runtime_exe:
+            raise CannotExecute(f'exec: "{prepared.args[0]}": refusing to run the '
+                                "runtime's own executable in the container")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(256)
+        except OSError:
+            return
+        if not head.startswith(b"#!"):
+            return
+        words = head[2:].split(b"\n", 1)[0].split()
+        if not words:
+            return
+        path = os.fsdecode(words[0])
 
 
 def _rlim(value: int) -> int:

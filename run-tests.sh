@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Lint and run the whole test suite, as CI does (.ci/run calls this and nothing else).
+#
+#   ./run-tests.sh [PYTEST ARGS...]     e.g. ./run-tests.sh -k differential
+#
+# On a fresh clone it first installs everything (./install.sh --no-run). Runs as root:
+# the integration and interop tiers start real containers.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$repo"
+
+# A fresh machine or clone: no virtualenv, or a peer missing.
+needed=(runc crun containerd ctr busybox skopeo umoci unshare script)
+missing=0
+[[ -x .venv/bin/python ]] || missing=1
+for tool in "${needed[@]}"; do
+    command -v "$tool" >/dev/null || missing=1
+done
+if [[ $missing == 1 ]]; then
+    ./install.sh --no-run
+fi
+
+# systemd's hybrid layout mounts hugetlb as a v1 hierarchy; a host that left it in the
+# cgroup2 tree at /sys/fs/cgroup/unified makes crun refuse every container ("cgroups
+# in hybrid mode not supported"). Do what systemd would have done.
+unified=/sys/fs/cgroup/unified
+if [[ -s $unified/cgroup.controllers ]] && grep -qw hugetlb "$unified/cgroup.controllers"; then
+    mkdir -p /sys/fs/cgroup/hugetlb
+    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+fi
+
+.venv/bin/ruff check src tests bench
+
+status=0
+.venv/bin/python -m pytest -n 2 tests "$@" || status=$?
+# pytest's 5 means "no tests collected": for CI that is a broken suite, not a pass.
+if [[ $status == 5 ]]; then
+    echo "run-tests.sh: pytest collected no tests" >&2
+    status=1
+fi
+exit "$status"
