@@ -19,7 +19,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,9 +27,6 @@ from typing import Any
 
 import pytest
 
-# --import-mode=importlib puts no test directory on sys.path; the shared helpers live
-# beside this file, and tests and bench/ import them as ``bundles``.
-sys.path.insert(0, str(Path(__file__).parent))
 import bundles
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -25,9 +26,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import bundles
 import pytest
 
+import bundles
 from dockyard.linux import syscalls as sc
 from dockyard.oci import runtime as oci
 from dockyard.runtime import Runtime
@@ -112,6 +113,19 @@ def host_status(pid: int, field: str) -> str:
     raise KeyError(field)
 
 
+def is_gone(pid: int) -> bool:
+    """Whether ``pid`` exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return host_status(pid, "State").startswith(("Z", "X"))
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def kill_quietly(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 class Session:
     """One user's session with ``dockyard-runtime``: its root, its bundles, its containers."""
 
@@ -149,29 +163,34 @@ class Session:
         self.ids.append(cid)
         return cid
 
-    def bundle(self, args: list[str], **overrides: Any) -> Path:
-        """A new bundle: a copy of the busybox rootfs and ``spec_dict(args, **overrides)``."""
-        return self.bundle_from_spec(spec_dict(args, **overrides))
+    spec = staticmethod(spec_dict)
 
-    def bundle_from_spec(self, spec: dict[str, Any]) -> Path:
-        bundle = self.bundle_dir / uuid.uuid4().hex[:8]
+    def bundle(self, args: list[str], *, parent: Path | None = None,
+               **overrides: Any) -> Path:
+        """A new bundle: a copy of the busybox rootfs and ``spec_dict(args, **overrides)``.
+
+        It is made in this test's bundle directory unless ``parent`` says where.
+        """
+        return self.bundle_from_spec(spec_dict(args, **overrides), parent=parent)
+
+    def bundle_from_spec(self, spec: dict[str, Any], *, parent: Path | None = None) -> Path:
+        bundle = (parent or self.bundle_dir) / uuid.uuid4().hex[:8]
         bundle.mkdir(parents=True)
-        import shutil
-
         shutil.copytree(self.sandbox.rootfs_template, bundle / "rootfs", symlinks=True)
         (bundle / "config.json").write_text(json.dumps(spec, indent=2))
         return bundle
 
-    def create(self, args: list[str], *flags: str, **overrides: Any) -> str:
+    def create(self, args: list[str], *flags: str, parent: Path | None = None,
+               **overrides: Any) -> str:
         """Create a container running ``args``; returns its ID."""
         cid = self.new_id()
-        bundle = self.bundle(args, **overrides)
+        bundle = self.bundle(args, parent=parent, **overrides)
         self.ok("create", "--bundle", str(bundle), *flags, cid)
         return cid
 
-    def start(self, args: list[str], **overrides: Any) -> str:
+    def start(self, args: list[str], *, parent: Path | None = None, **overrides: Any) -> str:
         """Create and start a container; returns its ID once it is running."""
-        cid = self.create(args, **overrides)
+        cid = self.create(args, parent=parent, **overrides)
         self.ok("start", cid)
         return cid
 
@@ -215,10 +234,21 @@ class Session:
         left = self.leftovers(cid)
         assert not left, "left behind:\n" + "\n".join(left)
 
+    # The module's helpers, for the test modules (which cannot import a conftest).
+    wait_for = staticmethod(wait_for)
+    one_line_error = staticmethod(one_line_error)
+    cgroups = staticmethod(container_cgroups)
+    host_status = staticmethod(host_status)
+    kill_quietly = staticmethod(kill_quietly)
+    is_gone = staticmethod(is_gone)
+
     def cleanup(self) -> None:
         for cid in self.ids:
             if (self.root / cid).exists():
                 self("delete", "--force", cid)
+        # The runtime keeps compiled seccomp programs in ROOT/.seccomp-cache; the
+        # sandbox would take that directory for a leaked container.
+        shutil.rmtree(self.root / ".seccomp-cache", ignore_errors=True)
 
 
 @pytest.fixture
@@ -252,8 +282,3 @@ def reap_orphans() -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
-
-
-def kill_quietly(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)

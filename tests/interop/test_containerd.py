@@ -276,6 +276,6 @@ def test_ctr_run(
         )
         code, output = done.returncode, done.stdout + done.stderr
     # Each terminal on the way (the container's pty, then ours) may turn "\n" into "\r\n".
-    assert (code, output.replace("\r", "")) == (7, "hi\n")
+    assert (code, output.replace("\r", "")) == (7, "hi\n"), output
     state = runtime_root / "containerd" / NAMESPACE
     assert not state.exists() or not any(state.iterdir()), f"{runtime} state left in {state}"

@@ -109,15 +109,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dockyard-runtime``."""
     args = _parser().parse_args(argv)
+    if args.debug:
+        # The container's setup processes print their tracebacks too.
+        os.environ["DOCKYARD_DEBUG"] = "1"
     try:
         return _dispatch(args) or 0
     except DockyardError as e:
+        if args.debug:
+            traceback.print_exc()
         _report(args, str(e))
         return e.exit_code if isinstance(e, CannotExecute | CommandNotFound) else 1
     except OSError as e:
         if args.debug:
             traceback.print_exc()
-        _report(args, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        _report(args, f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
         return 1
     except KeyboardInterrupt:
         return 130

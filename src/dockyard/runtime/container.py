@@ -37,10 +37,12 @@ of the host leaks into the container.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
 import socket
+import termios
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,7 +128,14 @@ class _Sync:
 
 
 def _child(sock: socket.socket, body: Callable[[], object]) -> NoReturn:
-    """Run ``body`` in a forked child; never return into the parent's stack."""
+    """Run ``body`` in a forked child; never return into the parent's stack.
+
+    Whatever the child imports must be imported before it changes its root: after
+    pivot_root the host's Python library is out of reach.
+    """
+    debug = bool(os.environ.get("DOCKYARD_DEBUG"))
+    if debug:
+        import traceback
     code = 1
     try:
         body()
@@ -134,9 +143,7 @@ def _child(sock: socket.socket, body: Callable[[], object]) -> NoReturn:
     except BaseException as e:  # every failure, even SystemExit, must reach R
         exit_code = e.exit_code if isinstance(e, DockyardError) else 1
         text = str(e) if isinstance(e, DockyardError) else _describe(e)
-        if os.environ.get("DOCKYARD_DEBUG"):
-            import traceback
-
+        if debug:
             traceback.print_exc()
         with contextlib.suppress(OSError):
             sock.send(f"error {exit_code} {text}".encode())
@@ -176,7 +183,7 @@ class _Plan(msgspec.Struct, kw_only=True):
     new_ns: int
     join_ns: list[tuple[str, int]]
     mounts: list[rootfs.MountPlan]
-    cgroup_mounts: list[tuple[str, str]]
+    cgroup_mounts: list[rootfs.CgroupMount]
     no_pivot: bool
 
 
@@ -209,7 +216,7 @@ class Runtime:
         sd = StateDir(self.root, container_id)
         bundle = os.path.abspath(bundle)
         spec = self._load_bundle(bundle)
-        plan = self._plan(spec, bundle, no_pivot)
+        plan = self._plan(container_id, spec, bundle, no_pivot)
         if plan.process.terminal and console_socket is None:
             raise InvalidArgument("process.terminal is true but no console socket was given")
         cgroup = cgroups.open_cgroup(_cgroups_path(spec, container_id))
@@ -217,7 +224,10 @@ class Runtime:
         made_cgroup = False
         pid = 0
         try:
-            os.mkfifo(sd.fifo, 0o622)
+            os.mkfifo(sd.fifo)
+            # The init opens it for writing after it became the process's user; the
+            # umask must not take the write bit of the others away.
+            os.chmod(sd.fifo, 0o622)
             if not cgroup.exists():
                 cgroup.create()
                 made_cgroup = True
@@ -457,7 +467,8 @@ class Runtime:
         oci.validate_spec(spec)
         return spec
 
-    def _plan(self, spec: oci.Spec, bundle: str, no_pivot: bool) -> _Plan:
+    def _plan(self, container_id: str, spec: oci.Spec, bundle: str, no_pivot: bool
+              ) -> _Plan:
         if spec.root is None:
             raise InvalidArgument("config.json has no root")
         if spec.process is None:
@@ -488,7 +499,9 @@ class Runtime:
         mounts = [rootfs.parse_mount(m, bundle) for m in spec.mounts or ()]
         return _Plan(spec=spec, bundle=bundle, rootfs=rootfs_path, process=prepared,
                      new_ns=new_ns, join_ns=join_ns, mounts=mounts,
-                     cgroup_mounts=_cgroup_layout(), no_pivot=no_pivot)
+                     cgroup_mounts=_cgroup_layout(cgroups.open_cgroup(
+                         _cgroups_path(spec, container_id))),
+                     no_pivot=no_pivot)
 
     # -- the children -----------------------------------------------------------------
 
@@ -656,20 +669,17 @@ def _with_default_devices(spec: oci.Spec) -> oci.LinuxResources | None:
     return msgspec.structs.replace(resources, devices=[*resources.devices, *extra])
 
 
-def _cgroup_layout() -> list[tuple[str, str]]:
-    """(name, mount options) of each cgroup hierarchy, for mounts inside the container."""
-    layout = []
-    for m in cgroups.cgroup_mounts():
-        if not m.mountpoint.startswith("/sys/fs/cgroup"):
-            continue
-        if m.fstype == "cgroup2":
-            layout.append((os.path.basename(m.mountpoint) or "unified", "cgroup2"))
-        else:
-            layout.append((os.path.basename(m.mountpoint), ",".join(m.controllers) or
-                           m.options))
-    if any(opt == "cgroup2" for _, opt in layout) and len(layout) == 1:
-        return [("", "cgroup2")]
-    return layout
+def _cgroup_layout(cg: cgroups.Cgroup) -> list[rootfs.CgroupMount]:
+    """Each cgroup hierarchy of the host, for a ``cgroup`` mount inside the container."""
+    paths = cg.paths()
+    mounts = [m for m in cgroups.cgroup_mounts() if m.mountpoint.startswith("/sys/fs/cgroup")]
+    v1 = [m for m in mounts if m.fstype != "cgroup2"]
+    if not v1:
+        return [rootfs.CgroupMount("", "cgroup2", next(iter(paths.values())))]
+    # A hybrid host's cgroup2 tree carries no controller: like runc, containers see
+    # only the v1 hierarchies.
+    return [rootfs.CgroupMount(os.path.basename(m.mountpoint), ",".join(m.controllers),
+                               paths[m.controllers[0]]) for m in v1]
 
 
 def _open_ns(path: str) -> int:
@@ -776,8 +786,10 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
     # The rootfs must be a mount point of its own for pivot_root.
     sc.mount(plan.rootfs, plan.rootfs, None, sc.MS_BIND | sc.MS_REC)
     root_fd = os.open(plan.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    cgroupns = bool(plan.new_ns & sc.CLONE_NEWCGROUP) or any(t == "cgroup" for t, _ in
+                                                             plan.join_ns)
     for m in plan.mounts:
-        rootfs.mount_one(root_fd, m, plan.cgroup_mounts)
+        rootfs.mount_one(root_fd, m, plan.cgroup_mounts, cgroupns)
     if any(m.destination == "/dev" and not m.is_bind for m in plan.mounts):
         rootfs.create_devices(root_fd, linux.devices or [], bind=userns)
     elif linux.devices:
@@ -787,6 +799,8 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
     state = b""
     if hooks and (hooks.prestart or hooks.create_runtime or hooks.create_container or
                   hooks.start_container):
+        import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
+
         sync.send(b"hooks")
         answer = sync.recv(65536)
         if not answer.startswith(b"ok "):
@@ -830,9 +844,6 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
 
 def _setup_console(console: socket.socket, size: tuple[int, int] | None) -> None:
     """Open a pty in the container's devpts, hand the master over, and use the slave."""
-    import fcntl
-    import termios
-
     master, slave = os.openpty()
     if size is not None:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, sc.pack_winsize(*size))

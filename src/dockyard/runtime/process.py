@@ -70,6 +70,10 @@ def prepare(process: Process, seccomp_spec: LinuxSeccomp | None,
         c = process.capabilities
         caps = Capabilities(*(capabilities.parse(names or ()) for names in
                               (c.bounding, c.effective, c.permitted, c.inheritable, c.ambient)))
+        # The kernel raises an ambient capability only if it is permitted and
+        # inheritable; runc skips the others (`runc spec` asks for ambient caps without
+        # inheritable ones), and so do we.
+        caps.ambient &= caps.permitted & caps.inheritable
     rlimits = []
     for rl in process.rlimits or ():
         number = getattr(resource, rl.type, None)

@@ -160,19 +160,27 @@ def _is_dir(path: str) -> bool:
         return True
 
 
-def mount_one(root_fd: int, plan: MountPlan, cgroup_mounts: Sequence[tuple[str, str]]) -> None:
+class CgroupMount(NamedTuple):
+    """One cgroup hierarchy of the host, as a container's ``cgroup`` mount shows it."""
+
+    name: str  # where it goes under the mount's destination ("" for a unified host)
+    options: str  # "cgroup2", or the v1 controllers like "cpu,cpuacct"
+    host_dir: str  # the container's own cgroup in it, bind-mounted without a cgroupns
+
+
+def mount_one(root_fd: int, plan: MountPlan, cgroup_mounts: Sequence[CgroupMount],
+              cgroupns: bool) -> None:
     """Perform one planned mount inside the root opened as ``root_fd``."""
     if plan.type == "cgroup" and not plan.is_bind:
-        _mount_cgroup(root_fd, plan, cgroup_mounts)
+        _mount_cgroup(root_fd, plan, cgroup_mounts, cgroupns)
         return
     kind = "dir" if not plan.is_bind or _is_dir(plan.source) else "file"
+    remount = 0
     with _opened(open_in_root(root_fd, plan.destination, create=kind)) as fd:
         target = sc.fd_path(fd)
         if plan.is_bind:
             sc.mount(plan.source, target, None, plan.flags & (sc.MS_BIND | sc.MS_REC))
-            extra = plan.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
-            if extra:
-                _remount_bind(target, extra)
+            remount = plan.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
         else:
             try:
                 sc.mount(plan.source, target, plan.type, plan.flags & ~sc.MS_REMOUNT,
@@ -183,10 +191,16 @@ def mount_one(root_fd: int, plan: MountPlan, cgroup_mounts: Sequence[tuple[str, 
                 # sysfs cannot be mounted without a network namespace of our own
                 # (nor in a user namespace): show the host's, read-only, as runc does.
                 sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
-                _remount_bind(target, sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV |
-                              sc.MS_NOEXEC)
+                remount = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    if not remount and not plan.propagation:
+        return
+    # The fd above names the directory under the new mount: open the destination again
+    # to reach the mount itself, which is what a remount or a propagation change needs.
+    with _opened(open_in_root(root_fd, plan.destination)) as fd:
+        if remount:
+            _remount_bind(sc.fd_path(fd), remount)
         for flag in plan.propagation:
-            sc.mount(None, target, None, flag)
+            sc.mount(None, sc.fd_path(fd), None, flag)
 
 
 def _remount_bind(target: str, flags: int) -> None:
@@ -209,40 +223,49 @@ def _statvfs_flags(path: str) -> int:
     return sum(ms for st_flag, ms in mapping.items() if st.f_flag & st_flag)
 
 
-def _mount_cgroup(root_fd: int, plan: MountPlan,
-                  cgroup_mounts: Sequence[tuple[str, str]]) -> None:
-    """A ``cgroup`` mount: cgroup2 on a unified host, else one mount per v1 hierarchy.
+def _mount_cgroup(root_fd: int, plan: MountPlan, cgroup_mounts: Sequence[CgroupMount],
+                  cgroupns: bool) -> None:
+    """A ``cgroup`` mount: cgroup2 on a unified host, else a tmpfs with one mount per v1
+    hierarchy, as runc lays it out.
 
-    ``cgroup_mounts`` lists (name, options) of the host's hierarchies, e.g.
-    ("memory", "memory") or ("unified", "cgroup2"); inside a new cgroup namespace each
-    mount shows the container's own cgroup as its root.
+    In a cgroup namespace of its own the container mounts each hierarchy, and the kernel
+    shows its own cgroup as the root; without one, the container's directory of each
+    hierarchy is bind-mounted, so that it still sees only its own cgroup.
     """
     flags = plan.flags & ~(sc.MS_REMOUNT | sc.MS_BIND | sc.MS_REC)
-    if len(cgroup_mounts) == 1 and cgroup_mounts[0][1] == "cgroup2":
-        with _opened(open_in_root(root_fd, plan.destination, create="dir")) as fd:
-            sc.mount("cgroup2", sc.fd_path(fd), "cgroup2", flags)
+
+    def one(dir_fd: int, name: str, cg: CgroupMount) -> None:
+        with _opened(sc.openat2(dir_fd, name, os.O_PATH, resolve=sc.RESOLVE_IN_ROOT)) as fd:
+            if not cgroupns:
+                sc.mount(cg.host_dir, sc.fd_path(fd), None, sc.MS_BIND | sc.MS_REC)
+            elif cg.options == "cgroup2":
+                sc.mount("cgroup2", sc.fd_path(fd), "cgroup2", flags)
+            else:
+                sc.mount("cgroup", sc.fd_path(fd), "cgroup", flags, cg.options)
+        if not cgroupns and flags:
+            # Again through the name: the fd above is the directory under the mount.
+            with _opened(sc.openat2(dir_fd, name, os.O_PATH,
+                                    resolve=sc.RESOLVE_IN_ROOT)) as fd:
+                _remount_bind(sc.fd_path(fd), flags)
+
+    if len(cgroup_mounts) == 1 and cgroup_mounts[0].options == "cgroup2":
+        os.close(open_in_root(root_fd, plan.destination, create="dir"))
+        one(root_fd, plan.destination, cgroup_mounts[0])
         return
     with _opened(open_in_root(root_fd, plan.destination, create="dir")) as fd:
         sc.mount("tmpfs", sc.fd_path(fd), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
                  "mode=755")
-    for name, options in cgroup_mounts:
-        with _opened(open_in_root(root_fd, f"{plan.destination}/{name}", create="dir")) as fd:
-            if options == "cgroup2":
-                sc.mount("cgroup2", sc.fd_path(fd), "cgroup2", flags)
-            else:
-                sc.mount("cgroup", sc.fd_path(fd), "cgroup", flags, options)
-        # Comounted controllers (cpu,cpuacct) are reachable by each name, as on a host.
-        for alias in name.split(","):
-            if alias != name:
-                with contextlib.suppress(FileExistsError), \
-                        _opened(open_in_root(root_fd, plan.destination)) as dfd, \
-                        _opened(os.open(sc.fd_path(dfd), os.O_RDONLY | os.O_DIRECTORY)) as d:
-                    os.symlink(name, alias, dir_fd=d)
-    if flags & sc.MS_RDONLY:
-        with _opened(open_in_root(root_fd, plan.destination)) as fd:
-            sc.mount(None, sc.fd_path(fd), None,
-                     sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV |
-                     sc.MS_NOEXEC)
+    with _opened(open_in_root(root_fd, plan.destination)) as pfd, \
+            _opened(os.open(sc.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY)) as top:
+        for cg in cgroup_mounts:
+            os.mkdir(cg.name, 0o755, dir_fd=top)
+            one(top, cg.name, cg)
+            # Co-mounted controllers (cpu,cpuacct) are reachable by each name, as on
+            # a host.
+            for alias in cg.name.split(","):
+                if alias != cg.name:
+                    with contextlib.suppress(FileExistsError):
+                        os.symlink(cg.name, alias, dir_fd=top)
 
 
 DEFAULT_DEVICES: tuple[tuple[str, int, int], ...] = (
@@ -350,12 +373,11 @@ def readonly_paths(paths: Sequence[str]) -> None:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 continue
             raise
-        flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | \
-            sc.MS_NOEXEC
+        flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
         try:
             sc.mount(None, path, None, flags | sc.MS_REC)
         except PermissionError:
-            sc.mount(None, path, None, flags | _statvfs_flags(path))
+            sc.mount(None, path, None, flags | sc.MS_REC | _statvfs_flags(path))
 
 
 def readonly_root() -> None:

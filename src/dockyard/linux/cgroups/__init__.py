@@ -25,8 +25,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from dockyard.errors import InvalidArgument, SystemFailure
 
@@ -156,8 +155,7 @@ class Cgroup(ABC):
             remove_tree(top)
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     """A cgroup filesystem mount read from ``/proc/self/mountinfo``."""
 
     mountpoint: str
@@ -278,18 +276,25 @@ def read_keyed(path: str) -> dict[str, int]:
 def make_dirs(top: str, path: str) -> list[str]:
     """Create ``path`` and its missing parents below ``top``; return those created, top down."""
     rel = os.path.relpath(path, top)
-    current = top
-    created = []
-    for part in [] if rel == "." else rel.split("/"):
-        current = os.path.join(current, part)
+    created: list[str] = []
+    # A parent that another process removes (the last container under it going away)
+    # between our mkdirs makes the next one fail with ENOENT: start over, a few times.
+    for _attempt in range(5):
+        current = top
         try:
-            os.mkdir(current, 0o755)
-        except FileExistsError:
+            for part in [] if rel == "." else rel.split("/"):
+                current = os.path.join(current, part)
+                try:
+                    os.mkdir(current, 0o755)
+                except FileExistsError:
+                    continue
+                created.append(current)
+            return created
+        except FileNotFoundError:
             continue
         except OSError as e:
             raise SystemFailure(f"cannot create cgroup {current}: {e.strerror}") from None
-        created.append(current)
-    return created
+    raise SystemFailure(f"cannot create cgroup {path}: its parent keeps disappearing")
 
 
 def remove_tree(top: str) -> None:
