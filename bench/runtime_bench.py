@@ -54,13 +54,13 @@ def bare_unshare(rootfs: Path) -> Timed:
 
 def python_api(root: Path, bundle: Path) -> Timed:
     """create, start, wait, delete through ``dockyard.runtime.Runtime`` in this process."""
-    from dockyard.runtime import Runtime  # type: ignore[attr-defined]
+    from dockyard.runtime import Runtime
 
     runtime = Runtime(root)
 
     def run() -> None:
         cid = f"bench-{uuid.uuid4().hex[:12]}"
-        runtime.create(cid, bundle)
+        runtime.create(cid, bundle, reap=True)
         try:
             runtime.start(cid)
             runtime.wait(cid)

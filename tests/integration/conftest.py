@@ -241,6 +241,7 @@ class Session:
     host_status = staticmethod(host_status)
     kill_quietly = staticmethod(kill_quietly)
     is_gone = staticmethod(is_gone)
+    processes_rooted_in = staticmethod(processes_rooted_in)
 
     def cleanup(self) -> None:
         for cid in self.ids:

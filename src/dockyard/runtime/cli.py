@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dockyard import __version__
@@ -26,52 +26,38 @@ from dockyard.oci import runtime as oci
 from dockyard.runtime.container import DEFAULT_ROOT, OCI_VERSION, Runtime
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dockyard-runtime",
-                                description="Run OCI bundles, with runc's command line.")
-    p.add_argument("--version", "-v", action="version",
-                   version=f"dockyard-runtime version {__version__}\nspec: {OCI_VERSION}")
-    p.add_argument("--root", default=os.environ.get("DOCKYARD_RUNTIME_ROOT", DEFAULT_ROOT),
-                   help="where container state is kept")
-    p.add_argument("--log", help="write errors to this file as well")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    # Accepted for compatibility with callers that always pass them.
-    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--rootless", default="auto", help=argparse.SUPPRESS)
-    p.add_argument("--criu", help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _id(c: argparse.ArgumentParser) -> None:
+    c.add_argument("id")
 
-    def cmd(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help)
 
-    def bundle_args(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--bundle", "-b", default=".")
-        c.add_argument("--pid-file")
-        c.add_argument("--console-socket")
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true", help=argparse.SUPPRESS)
-        c.add_argument("--preserve-fds", type=int, default=0, help=argparse.SUPPRESS)
-        c.add_argument("id")
+def _bundle_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--bundle", "-b", default=".")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--preserve-fds", type=int, default=0, help=argparse.SUPPRESS)
+    c.add_argument("id")
 
-    bundle_args(cmd("create", "create a container; its process waits for start"))
-    c = cmd("run", "create and start a container, and wait for it unless --detach")
-    bundle_args(c)
+
+def _run_args(c: argparse.ArgumentParser) -> None:
+    _bundle_args(c)
     c.add_argument("--detach", "-d", action="store_true")
     c.add_argument("--keep", action="store_true", help="do not delete the container after")
-    for name, text in (("start", "start a created container"),
-                       ("state", "print the OCI state of a container"),
-                       ("pause", "freeze every process of a container"),
-                       ("resume", "thaw a paused container")):
-        cmd(name, text).add_argument("id")
-    c = cmd("kill", "send a signal to a container's init (or all its processes)")
+
+
+def _kill_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--all", "-a", action="store_true")
     c.add_argument("id")
     c.add_argument("signal", nargs="?", default="SIGTERM")
-    c = cmd("delete", "delete a stopped container and everything it left")
+
+
+def _delete_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--force", "-f", action="store_true")
     c.add_argument("id")
-    c = cmd("exec", "run another process in a running container")
+
+
+def _exec_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--process", "-p", help="a JSON file with the OCI process")
     c.add_argument("--tty", "-t", action="store_true")
     c.add_argument("--detach", "-d", action="store_true")
@@ -86,29 +72,96 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--preserve-fds", type=int, default=0, help=argparse.SUPPRESS)
     c.add_argument("id")
     c.add_argument("args", nargs=argparse.REMAINDER)
-    c = cmd("ps", "list the processes of a container")
+
+
+def _ps_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--format", "-f", choices=("table", "json"), default="table")
     c.add_argument("id")
     c.add_argument("ps_args", nargs=argparse.REMAINDER)
-    c = cmd("list", "list containers")
+
+
+def _list_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--format", "-f", choices=("table", "json"), default="table")
     c.add_argument("--quiet", "-q", action="store_true")
-    c = cmd("update", "change the resource limits of a container")
+
+
+def _update_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--resources", "-r", help="a JSON file of OCI linux.resources, or -")
     for flag in ("memory", "memory-swap", "memory-reservation", "cpu-shares", "cpu-quota",
                  "cpu-period", "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight"):
         c.add_argument(f"--{flag}")
     c.add_argument("id")
-    cmd("features", "print what this runtime implements, as JSON")
-    c = cmd("spec", "write a new config.json with Docker's defaults")
+
+
+def _spec_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--bundle", "-b", default=".")
     c.add_argument("--rootless", action="store_true")
+
+
+# Each command, its help and the function that declares its arguments. Only the
+# invoked command's parser is built: building all of them costs ~10 ms, which every
+# container start would pay.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "create": ("create a container; its process waits for start", _bundle_args),
+    "run": ("create and start a container, and wait for it unless --detach", _run_args),
+    "start": ("start a created container", _id),
+    "state": ("print the OCI state of a container", _id),
+    "pause": ("freeze every process of a container", _id),
+    "resume": ("thaw a paused container", _id),
+    "kill": ("send a signal to a container's init (or all its processes)", _kill_args),
+    "delete": ("delete a stopped container and everything it left", _delete_args),
+    "exec": ("run another process in a running container", _exec_args),
+    "ps": ("list the processes of a container", _ps_args),
+    "list": ("list containers", _list_args),
+    "update": ("change the resource limits of a container", _update_args),
+    "features": ("print what this runtime implements, as JSON", lambda c: None),
+    "spec": ("write a new config.json with Docker's defaults", _spec_args),
+}
+# Global options that take a value, to find the command word without a parser.
+_VALUED = {"--root", "--log", "--log-format", "--rootless", "--criu"}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``, or None when help is asked or it is unclear."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-h", "--help"):
+            return None
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in _COMMANDS and "-h" not in argv and "--help" not in argv \
+                else None
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dockyard-runtime",
+                                description="Run OCI bundles, with runc's command line.")
+    p.add_argument("--version", "-v", action="version",
+                   version=f"dockyard-runtime version {__version__}\nspec: {OCI_VERSION}")
+    p.add_argument("--root", default=os.environ.get("DOCKYARD_RUNTIME_ROOT", DEFAULT_ROOT),
+                   help="where container state is kept")
+    p.add_argument("--log", help="write errors to this file as well")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    # Accepted for compatibility with callers that always pass them.
+    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rootless", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--criu", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (text, declare) in _COMMANDS.items():
+        if only is None or only == name:
+            declare(sub.add_parser(name, help=text, description=text))
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dockyard-runtime``."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(_command_word(argv)).parse_args(argv)
     if args.debug:
         # The container's setup processes print their tracebacks too.
         os.environ["DOCKYARD_DEBUG"] = "1"

@@ -313,7 +313,7 @@ class Runtime:
         if not self.root.is_dir():
             return found
         for entry in sorted(self.root.iterdir()):
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or not entry.is_dir():
                 continue  # the runtime's own files, never a container
             sd = StateDir(self.root, entry.name)
             try:

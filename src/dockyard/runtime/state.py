@@ -27,7 +27,7 @@ import msgspec
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
 STATE_VERSION = 1
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID = re.compile(r"^[\w+\-.]+$", re.ASCII)
 
 
 class Status(enum.StrEnum):
