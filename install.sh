@@ -44,6 +44,9 @@ if [[ ! -x $venv/bin/python ]] || ! grep -qx 'home = /usr/bin' "$venv/pyvenv.cfg
     /usr/bin/python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[test]"
+# Byte-compile the package even where PYTHONDONTWRITEBYTECODE is set: every
+# dockyard-runtime start would otherwise compile its modules again (~30 ms).
+PYTHONDONTWRITEBYTECODE= "$venv/bin/python" -m compileall -q "$repo/src" >/dev/null
 
 [[ $run_demo == 1 ]] || exit 0
 

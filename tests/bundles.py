@@ -172,11 +172,13 @@ def leftover_containers(root: Path) -> list[str]:
     """IDs of the containers whose state is still under ``root``.
 
     runc and crun both keep one directory per container ID under ``--root``; reading
-    the directory still works when a runtime's ``list`` is broken.
+    the directory still works when a runtime's ``list`` is broken. Names starting with
+    a dot are the runtime's own (dockyard-runtime's compiled seccomp cache), never an ID.
     """
     if not root.is_dir():
         return []
-    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    return sorted(entry.name for entry in os.scandir(root)
+                  if entry.is_dir() and not entry.name.startswith("."))
 
 
 def mounts_under(path: Path) -> list[str]:

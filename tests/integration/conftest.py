@@ -247,9 +247,6 @@ class Session:
         for cid in self.ids:
             if (self.root / cid).exists():
                 self("delete", "--force", cid)
-        # The runtime keeps compiled seccomp programs in ROOT/.seccomp-cache; the
-        # sandbox would take that directory for a leaked container.
-        shutil.rmtree(self.root / ".seccomp-cache", ignore_errors=True)
 
 
 @pytest.fixture

@@ -58,7 +58,10 @@ def test_the_process_is_pid_1_and_sees_only_its_own(dy: Any) -> None:
 
 
 def test_ps_inside_shows_only_the_container(dy: Any) -> None:
-    out = output_of(dy, "sleep 30 & ps -o pid,args; true")
+    # Wait for the background job to have become sleep before listing.
+    out = output_of(dy, "sleep 30 & until tr '\\0' ' ' < /proc/$!/cmdline | grep -q '^sleep 30'; "
+                        "do :; done; "
+                        "ps -o pid,args; true")
     rows = [line.split(maxsplit=1) for line in out.splitlines()[1:]]
     # busybox shows the applets it runs itself as {name}.
     assert sorted(args.split()[0].strip("{}") for _, args in rows) == ["ps", "sh", "sleep"]

@@ -145,6 +145,11 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
         for area in (daemon.root, daemon.state):
             for point in bundles.mounts_under(area):
                 subprocess.run(["umount", "--lazy", point], check=False)
+        # ctr puts each container's cgroup under /NAMESPACE; the runtime removes the
+        # container's own, the parent is containerd's to remove, and it never does.
+        for parent in Path("/sys/fs/cgroup").glob(f"*/{NAMESPACE}"):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 @pytest.fixture(scope="module")

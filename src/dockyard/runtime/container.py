@@ -57,6 +57,7 @@ from dockyard.errors import (
     DockyardError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     SystemFailure,
 )
 from dockyard.linux import cgroups
@@ -219,11 +220,17 @@ class Runtime:
         plan = self._plan(container_id, spec, bundle, no_pivot)
         if plan.process.terminal and console_socket is None:
             raise InvalidArgument("process.terminal is true but no console socket was given")
-        cgroup = cgroups.open_cgroup(_cgroups_path(spec, container_id))
+        cgroup_path = _cgroups_path(spec, container_id)
+        cgroup = cgroups.open_cgroup(cgroup_path)
         sd.claim()
+        record = ContainerRecord(
+            id=container_id, creating=True, pid=0, pid_start=0, bundle=bundle,
+            rootfs=plan.rootfs, created=now_rfc3339(), cgroup_path=cgroup_path,
+            config=oci.dump(spec), annotations=spec.annotations or {})
         made_cgroup = False
         pid = 0
         try:
+            sd.write(record)
             os.mkfifo(sd.fifo)
             # The init opens it for writing after it became the process's user; the
             # umask must not take the write bit of the others away.
@@ -236,13 +243,8 @@ class Runtime:
                 apply_resources(cgroup, resources)
             if reap:
                 sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-            pid, sync = self._spawn_init(container_id, sd, plan, cgroup, console_socket, stdio)
-            record = ContainerRecord(
-                id=container_id, pid=pid, pid_start=proc_start_time(pid) or 0, bundle=bundle,
-                rootfs=plan.rootfs, created=now_rfc3339(), cgroup_path=_cgroups_path(
-                    spec, container_id), config=oci.dump(spec),
-                annotations=spec.annotations or {}, owner="",
-            )
+            pid, sync = self._spawn_init(sd, record, plan, cgroup, console_socket, stdio)
+            record.creating = False
             sd.write(record)
             if pid_file:
                 _write_pid_file(pid_file, pid)
@@ -253,7 +255,7 @@ class Runtime:
             _wait_gone(pid, cgroup)
             if made_cgroup:
                 with contextlib.suppress(DockyardError):
-                    _destroy_cgroup(cgroup, _cgroups_path(spec, container_id))
+                    _destroy_cgroup(cgroup, cgroup_path)
             sd.remove()
             raise
         if reap:
@@ -337,6 +339,8 @@ class Runtime:
         return self._status(sd, sd.read())
 
     def _status(self, sd: StateDir, record: ContainerRecord) -> Status:
+        if record.creating:
+            return Status.CREATING
         if proc_start_time(record.pid) != record.pid_start:
             return Status.STOPPED
         if sd.fifo.exists():
@@ -432,10 +436,12 @@ class Runtime:
             raise
         status = self._status(sd, record)
         cg = cgroups.open_cgroup(record.cgroup_path)
-        if status in (Status.RUNNING, Status.PAUSED) and not force:
+        if status in (Status.RUNNING, Status.PAUSED, Status.CREATING) and not force:
+            hint = " (use --force if its create was interrupted)" \
+                if status == Status.CREATING else ""
             raise Conflict(f"cannot delete container {container_id!r} that is not stopped: "
-                           f"{status}")
-        if status != Status.STOPPED:
+                           f"{status}{hint}")
+        if status != Status.STOPPED and record.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.pid, signal.SIGKILL)
         if cg.exists():
@@ -505,9 +511,9 @@ class Runtime:
 
     # -- the children -----------------------------------------------------------------
 
-    def _spawn_init(self, container_id: str, sd: StateDir, plan: _Plan, cgroup: cgroups.Cgroup,
-                    console: socket.socket | None, stdio: Stdio | None
-                    ) -> tuple[int, socket.socket]:
+    def _spawn_init(self, sd: StateDir, record: ContainerRecord, plan: _Plan,
+                    cgroup: cgroups.Cgroup, console: socket.socket | None,
+                    stdio: Stdio | None) -> tuple[int, socket.socket]:
         mine, theirs = _seqpacket()
         sync = _Sync(mine, "create")
         # An O_PATH fd of the fifo, reopened by the init after pivot_root through
@@ -532,13 +538,16 @@ class Runtime:
                 if not msg.startswith(b"pid "):
                     raise SystemFailure("create: the setup process exited during setup")
                 pid = int(msg[4:])
+                record.pid = pid
+                record.pid_start = proc_start_time(pid) or 0
+                sd.write(record)
             finally:
                 _reap(setup_pid)
             msg = sync.recv()
             hooks = plan.spec.hooks
             if msg == b"hooks":
                 record_state = oci.dump(oci.State(
-                    oci_version=OCI_VERSION, id=container_id, status="created", pid=pid,
+                    oci_version=OCI_VERSION, id=record.id, status="created", pid=pid,
                     bundle=plan.bundle, annotations=plan.spec.annotations))
                 if hooks is not None:
                     run_hooks("prestart", hooks.prestart, record_state)
@@ -784,7 +793,14 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
     if plan.new_ns & sc.CLONE_NEWNS:
         sc.mount(None, "/", None, rootfs.root_propagation(linux.rootfs_propagation))
     # The rootfs must be a mount point of its own for pivot_root.
-    sc.mount(plan.rootfs, plan.rootfs, None, sc.MS_BIND | sc.MS_REC)
+    try:
+        sc.mount(plan.rootfs, plan.rootfs, None, sc.MS_BIND | sc.MS_REC)
+    except PermissionError:
+        if not userns:
+            raise
+        raise PermissionDenied(
+            f"rootfs {plan.rootfs} is not reachable by the container's root user: every "
+            "directory above it must be searchable by the mapped uid") from None
     root_fd = os.open(plan.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     cgroupns = bool(plan.new_ns & sc.CLONE_NEWCGROUP) or any(t == "cgroup" for t, _ in
                                                              plan.join_ns)
@@ -813,18 +829,19 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
         rootfs.pivot(plan.rootfs)
     if plan.process.terminal and console is not None:
         _setup_console(console, plan.process.console_size)
+    if spec.hostname is not None and plan.new_ns & sc.CLONE_NEWUTS:
+        socket.sethostname(spec.hostname)
+    if spec.domainname is not None and plan.new_ns & sc.CLONE_NEWUTS:
+        sc.setdomainname(spec.domainname)
+    # Before /proc/sys becomes read-only.
+    for key, value in (linux.sysctl or {}).items():
+        _write_sysctl(key, value)
     if linux.readonly_paths:
         rootfs.readonly_paths(linux.readonly_paths)
     if linux.masked_paths:
         rootfs.mask_paths(linux.masked_paths)
     if spec.root is not None and spec.root.readonly:
         rootfs.readonly_root()
-    if spec.hostname is not None and plan.new_ns & sc.CLONE_NEWUTS:
-        socket.sethostname(spec.hostname)
-    if spec.domainname is not None and plan.new_ns & sc.CLONE_NEWUTS:
-        sc.setdomainname(spec.domainname)
-    for key, value in (linux.sysctl or {}).items():
-        _write_sysctl(key, value)
     prepared = plan.process
     os.makedirs(prepared.cwd, exist_ok=True)
     proc.set_limits(prepared)

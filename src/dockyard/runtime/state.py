@@ -6,7 +6,9 @@ Layout under the runtime root (``--root``, default ``/run/dockyard-runtime``)::
     ROOT/ID/exec.fifo    exists from create until start: the init blocks opening it
 
 The status is never stored: it is read off the kernel each time, so that a runtime
-killed at any point leaves nothing that lies.
+killed at any point leaves nothing that lies. The record is written as soon as the ID
+is claimed, marked ``creating``, so that what a killed ``create`` made (a cgroup, an
+init) can always be found and removed by ``delete --force``.
 
     creating --create ok--> created --start--> running <--pause/resume--> paused
         |                      |                  |
@@ -45,6 +47,9 @@ class ContainerRecord(msgspec.Struct, kw_only=True):
 
     version: int = STATE_VERSION
     id: str
+    # True until create finished: a record left so by a runtime killed half-way tells
+    # `delete --force` which cgroup and which process to clean up.
+    creating: bool = False
     pid: int
     # The init's start time in clock ticks since boot (field 22 of /proc/PID/stat):
     # with the pid it names the process even after the pid is reused.
@@ -112,11 +117,15 @@ class StateDir:
         return self.path.is_dir()
 
     def write(self, record: ContainerRecord) -> None:
+        """Replace the record atomically.
+
+        No fsync: the record must survive the runtime being killed, which the page
+        cache does, not the machine crashing, after which no container is left to
+        describe (the root is on /run by default).
+        """
         tmp = self.path / "state.json.tmp"
         with open(tmp, "wb") as f:
             f.write(_encoder.encode(record))
-            f.flush()
-            os.fsync(f.fileno())
         os.rename(tmp, self.state_file)
 
     def read(self) -> ContainerRecord:
