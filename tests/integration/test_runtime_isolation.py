@@ -272,3 +272,15 @@ def test_cwd_and_env(dy: Any) -> None:
     out = output_of(dy, "pwd; echo $FOO",
                     process={"cwd": "/tmp", "env": ["PATH=/bin:/usr/bin", "FOO=bar"]})
     assert out == "/tmp\nbar\n"
+
+
+def test_time_namespace_offsets_move_the_containers_clocks(dy: Any) -> None:
+    day = 86400
+    out = dy.sh("cut -d' ' -f1 /proc/uptime", linux={
+        "namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network",
+                                             "time")],
+        "timeOffsets": {"boottime": {"secs": day, "nanosecs": 0}}})
+    assert out.returncode == 0, out.stderr
+    with open("/proc/uptime") as f:
+        host_uptime = float(f.read().split()[0])
+    assert float(out.stdout) >= host_uptime + day - 5

@@ -203,3 +203,19 @@ def test_the_runtimes_executable_cannot_be_run_inside(dy: Any) -> None:
     result = dy.run(["/proc/self/exe", "--version"])
     assert result.returncode != 0
     assert "Python" not in result.stdout and "dockyard" not in result.stdout
+
+
+def test_processes_in_the_container_never_see_the_runtime_during_exec(dy: Any) -> None:
+    # While `exec` sets a process up inside the container's namespaces, that process is
+    # the runtime (a host Python). A watcher inside reads every /proc/PID/exe link in a
+    # loop while execs come and go: it must see the exec'd processes, never the runtime.
+    watcher = ("while :; do for p in /proc/[0-9]*; do "
+               "echo \"${p#/proc/} $(readlink $p/exe 2>/dev/null)\"; done >> /dev/shm/seen; done")
+    cid = dy.start(["sh", "-c", watcher])
+    for _ in range(25):
+        dy.ok("exec", cid, "sleep", "0.05")
+    seen = dy.ok("exec", cid, "cat", "/dev/shm/seen").stdout.splitlines()
+    exes = {line.split(" ", 1)[1] for line in seen if " " in line}
+    pids = {int(line.split(" ", 1)[0]) for line in seen if line.split(" ", 1)[0].isdigit()}
+    assert len(pids) > 3, "the watcher saw no exec'd process: the test proves nothing"
+    assert not [exe for exe in exes if "python" in exe or ".venv" in exe], exes

@@ -773,6 +773,13 @@ def _setup(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socke
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     sc.unshare(plan.new_ns & ~sc.CLONE_NEWUSER)
+    offsets = (plan.spec.linux.time_offsets if plan.spec.linux else None) or {}
+    if offsets and plan.new_ns & sc.CLONE_NEWTIME:
+        # Writable only until the first process enters the new time namespace: the
+        # init forked below.
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(f"{clock} {o.secs or 0} {o.nanosecs or 0}\n"
+                            for clock, o in offsets.items()))
     pid = os.fork()
     if pid == 0:
         _child(sync, lambda: _init(sync, plan, fifo_fd, console, stdio))
