@@ -16,14 +16,16 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard import __version__
 from dockyard.errors import CannotExecute, CommandNotFound, DockyardError, InvalidArgument
-from dockyard.oci import runtime as oci
 from dockyard.runtime.container import DEFAULT_ROOT, OCI_VERSION, Runtime
+
+if TYPE_CHECKING:
+    from dockyard.oci import runtime as oci
 
 
 def _id(c: argparse.ArgumentParser) -> None:
@@ -169,11 +171,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args) or 0
     except DockyardError as e:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         _report(args, str(e))
         return e.exit_code if isinstance(e, CannotExecute | CommandNotFound) else 1
     except OSError as e:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         _report(args, f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
         return 1
@@ -202,7 +208,9 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     elif command == "start":
         rt.start(args.id)
     elif command == "state":
-        sys.stdout.write(oci.dump(rt.state(args.id), indent=2).decode() + "\n")
+        from dockyard.oci.runtime import dump
+
+        sys.stdout.write(dump(rt.state(args.id), indent=2).decode() + "\n")
     elif command == "kill":
         rt.kill(args.id, parse_signal(args.signal), all=args.all)
     elif command == "delete":
@@ -220,9 +228,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     elif command == "update":
         rt.update(args.id, _resources(args))
     elif command == "features":
+        from dockyard.oci.runtime import dump
         from dockyard.runtime.features import features
 
-        sys.stdout.write(oci.dump(features(), indent=2).decode() + "\n")
+        sys.stdout.write(dump(features(), indent=2).decode() + "\n")
     elif command == "spec":
         _spec(args)
     return None
@@ -264,6 +273,7 @@ def _create(rt: Runtime, args: argparse.Namespace, *, reap: bool,
 
 
 def _run(rt: Runtime, args: argparse.Namespace) -> int:
+    from dockyard.oci import runtime as oci
     from dockyard.runtime.terminal import Terminal
 
     if args.detach:
@@ -323,6 +333,8 @@ class _forward_signals:
 
 
 def _exec(rt: Runtime, args: argparse.Namespace) -> int:
+    from dockyard.oci import runtime as oci
+
     record_spec = oci.load_spec(rt.config(args.id))
     if args.process:
         process = oci.convert(json.loads(Path(args.process).read_text()), oci.Process,
@@ -431,6 +443,8 @@ def parse_bytes(value: str) -> int:
 
 
 def _resources(args: argparse.Namespace) -> oci.LinuxResources:
+    from dockyard.oci import runtime as oci
+
     if args.resources:
         raw = sys.stdin.buffer.read() if args.resources == "-" else \
             Path(args.resources).read_bytes()
@@ -457,6 +471,7 @@ def _resources(args: argparse.Namespace) -> oci.LinuxResources:
 
 
 def _spec(args: argparse.Namespace) -> None:
+    from dockyard.oci import runtime as oci
     from dockyard.runtime.spec import default_spec
 
     target = Path(args.bundle, "config.json")

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import time
 from pathlib import Path
-
-import msgspec
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
@@ -42,29 +41,55 @@ class Status(enum.StrEnum):
     STOPPED = "stopped"
 
 
-class ContainerRecord(msgspec.Struct, kw_only=True):
-    """The durable record of one container (``state.json``)."""
+class ContainerRecord:
+    """The durable record of one container (``state.json``).
 
-    version: int = STATE_VERSION
-    id: str
-    # True until create finished: a record left so by a runtime killed half-way tells
-    # `delete --force` which cgroup and which process to clean up.
-    creating: bool = False
-    pid: int
-    # The init's start time in clock ticks since boot (field 22 of /proc/PID/stat):
-    # with the pid it names the process even after the pid is reused.
-    pid_start: int
-    bundle: str
-    rootfs: str
-    created: str
-    cgroup_path: str
-    config: bytes  # the config.json the container was created from, as given
-    owner: str = ""
-    annotations: dict[str, str] = {}
+    Read and written with the standard library's json: the commands that only read it
+    (start, state, kill, delete) then need none of the OCI models' machinery.
+    """
 
+    __slots__ = ("annotations", "bundle", "cgroup_path", "config", "created", "creating",
+                 "id", "owner", "pid", "pid_start", "rootfs", "version")
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(ContainerRecord)
+    def __init__(self, *, id: str, pid: int, pid_start: int, bundle: str, rootfs: str,
+                 created: str, cgroup_path: str, config: bytes, creating: bool = False,
+                 owner: str = "", annotations: dict[str, str] | None = None,
+                 version: int = STATE_VERSION) -> None:
+        self.version = version
+        self.id = id
+        # True until create finished: a record left so by a runtime killed half-way
+        # tells `delete --force` which cgroup and which process to clean up.
+        self.creating = creating
+        self.pid = pid
+        # The init's start time in clock ticks since boot (field 22 of /proc/PID/stat):
+        # with the pid it names the process even after the pid is reused.
+        self.pid_start = pid_start
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.created = created
+        self.cgroup_path = cgroup_path
+        self.config = config  # the config.json the container was created from
+        self.owner = owner
+        self.annotations = annotations or {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ContainerRecord) and self.to_dict() == other.to_dict()
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form: every field, the config as text."""
+        fields: dict[str, object] = {name: getattr(self, name) for name in self.__slots__}
+        fields["config"] = self.config.decode()
+        return fields
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ContainerRecord:
+        """Read the JSON form back; raises ValueError, KeyError or TypeError if damaged."""
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown state version {data.get('version')!r}")
+        config = data.pop("config")
+        if not isinstance(config, str):
+            raise TypeError("config is not text")
+        return cls(config=config.encode(), **data)  # type: ignore[arg-type]
 
 
 def check_id(container_id: str) -> None:
@@ -124,8 +149,8 @@ class StateDir:
         describe (the root is on /run by default).
         """
         tmp = self.path / "state.json.tmp"
-        with open(tmp, "wb") as f:
-            f.write(_encoder.encode(record))
+        with open(tmp, "w") as f:
+            json.dump(record.to_dict(), f)
         os.rename(tmp, self.state_file)
 
     def read(self) -> ContainerRecord:
@@ -138,8 +163,8 @@ class StateDir:
                 raise NotFound(f"container {self.id!r} was never fully created") from None
             raise NotFound(f"container {self.id!r} does not exist") from None
         try:
-            return _decoder.decode(data)
-        except msgspec.DecodeError as e:
+            return ContainerRecord.from_dict(json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise InvalidArgument(f"state of container {self.id!r} is corrupt: {e}") from None
 
     def remove(self) -> None:
