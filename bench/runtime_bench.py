@@ -4,7 +4,7 @@
 
 Each iteration runs the same busybox bundle (``/bin/true``) once with every runtime, in
 turn, so that a slow spell of the machine hits them all alike: ``RUNTIME --root R run
---bundle B ID`` with a fresh ID, then ``delete --force`` outside the timing. Two more
+--bundle B ID`` with a fresh ID, which creates, starts, waits for and deletes it. Two more
 figures frame them: the floor, ``unshare ... chroot ROOTFS /bin/true`` (the namespaces
 and nothing else), and dockyard's in-process Python API, which pays no interpreter
 start-up. Medians are printed, with each one's ratio to runc.
@@ -34,14 +34,11 @@ def cli_run(binary: str, root: Path, bundle: Path) -> Timed:
 
     def run() -> None:
         cid = f"bench-{uuid.uuid4().hex[:12]}"
-        try:
-            done = bundles.run_runtime(binary, root, "run", "--bundle", str(bundle), cid)
-            if done.returncode != 0:
-                raise RuntimeError(
-                    f"{Path(binary).name} run exited {done.returncode}: {done.stderr}"
-                )
-        finally:
+        done = bundles.run_runtime(binary, root, "run", "--bundle", str(bundle), cid)
+        if done.returncode != 0:
+            # Only a failed run can leave the container behind (run deletes it).
             bundles.run_runtime(binary, root, "delete", "--force", cid)
+            raise RuntimeError(f"{Path(binary).name} run exited {done.returncode}: {done.stderr}")
 
     return run
 

@@ -43,7 +43,7 @@ def test_state_dir_claim_is_exclusive_and_remove_leaves_nothing(tmp_path: Path) 
 def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
     sd = StateDir(tmp_path, "c1")
     sd.claim()
-    sd.state_file.write_text("{not json")
+    Path(sd.state_file).write_text("{not json")
     with pytest.raises(InvalidArgument, match="state of container 'c1' is corrupt"):
         sd.read()
 
@@ -182,8 +182,24 @@ def test_seccomp_programs_are_cached(tmp_path: Path) -> None:
     first = seccomp_policy.compile_cached(section, str(tmp_path))
     assert first == seccomp_policy.compile_oci_seccomp(section)
     [cached] = list(tmp_path.iterdir())
-    assert cached.read_bytes() == first[0]
+    assert cached.read_bytes().endswith(first[0])
     # A damaged cache file is not trusted: it is compiled again and rewritten.
     cached.write_bytes(b"junk")
     assert seccomp_policy.compile_cached(section, str(tmp_path)) == first
-    assert cached.read_bytes() == first[0]
+    assert cached.read_bytes().endswith(first[0])
+
+
+def test_a_cache_file_serves_only_its_own_section(tmp_path: Path) -> None:
+    arch = ["SCMP_ARCH_X86_64"]
+    deny = oci.LinuxSeccomp(default_action="SCMP_ACT_ALLOW", architectures=arch, syscalls=[
+        oci.LinuxSyscall(names=["mkdir"], action="SCMP_ACT_ERRNO")])
+    allow = oci.LinuxSeccomp(default_action="SCMP_ACT_ALLOW", architectures=arch)
+    deny_dir, allow_dir = tmp_path / "d", tmp_path / "a"
+    denying = seccomp_policy.compile_cached(deny, str(deny_dir))
+    allowing = seccomp_policy.compile_cached(allow, str(allow_dir))
+    assert allowing != denying
+    # Put deny's file under allow's name, as a CRC collision would: it is not taken.
+    [deny_file] = list(deny_dir.iterdir())
+    [allow_file] = list(allow_dir.iterdir())
+    allow_file.write_bytes(deny_file.read_bytes())
+    assert seccomp_policy.compile_cached(allow, str(allow_dir)) == allowing

@@ -20,7 +20,9 @@ one line of ``InvalidArgument`` naming the JSON path; ``validate_spec`` adds the
 semantic checks that runc makes and that types cannot express. Nothing here does I/O.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: msgspec would then have to evaluate
+# every annotation string when it builds its first decoder, which is on the path of
+# every container start.
 
 import re
 from collections.abc import Iterator

@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard import __version__
@@ -237,6 +236,14 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     return None
 
 
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {path}: {e.strerror}") from None
+
+
 def parse_signal(value: str) -> int:
     """A signal given as a number, ``TERM`` or ``SIGTERM``."""
     if value.isdigit():
@@ -280,7 +287,7 @@ def _run(rt: Runtime, args: argparse.Namespace) -> int:
         _create(rt, args, reap=False)
         rt.start(args.id)
         return 0
-    spec = oci.load_spec(Path(args.bundle, "config.json").read_bytes())
+    spec = oci.load_spec(_read(os.path.join(args.bundle, "config.json")))
     terminal = None
     if spec.process is not None and spec.process.terminal and args.console_socket is None:
         terminal = Terminal()
@@ -337,7 +344,7 @@ def _exec(rt: Runtime, args: argparse.Namespace) -> int:
 
     record_spec = oci.load_spec(rt.config(args.id))
     if args.process:
-        process = oci.convert(json.loads(Path(args.process).read_text()), oci.Process,
+        process = oci.convert(json.loads(_read(args.process)), oci.Process,
                               "process.json")
     else:
         if not args.args:
@@ -447,7 +454,7 @@ def _resources(args: argparse.Namespace) -> oci.LinuxResources:
 
     if args.resources:
         raw = sys.stdin.buffer.read() if args.resources == "-" else \
-            Path(args.resources).read_bytes()
+            _read(args.resources)
         return oci.convert(json.loads(raw or b"{}"), oci.LinuxResources, "resources")
     memory = cpu = None
     if args.memory or args.memory_swap or args.memory_reservation:
@@ -474,10 +481,12 @@ def _spec(args: argparse.Namespace) -> None:
     from dockyard.oci import runtime as oci
     from dockyard.runtime.spec import default_spec
 
-    target = Path(args.bundle, "config.json")
-    if target.exists():
-        raise InvalidArgument(f"{target} exists already: remove it first")
-    target.write_bytes(oci.dump(default_spec(rootless=args.rootless), indent=2) + b"\n")
+    target = os.path.join(args.bundle, "config.json")
+    try:
+        with open(target, "xb") as f:
+            f.write(oci.dump(default_spec(rootless=args.rootless), indent=2) + b"\n")
+    except FileExistsError:
+        raise InvalidArgument(f"{target} exists already: remove it first") from None
 
 
 if __name__ == "__main__":

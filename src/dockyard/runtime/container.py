@@ -16,7 +16,6 @@ import select
 import signal
 import socket
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
@@ -62,16 +61,16 @@ class Runtime:
     and the kernel, so several processes can drive the same containers.
     """
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT) -> None:
-        self.root = Path(root)
-        self._seccomp_cache = str(self.root / ".seccomp-cache")
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
+        self.root = os.fspath(root)
+        self._seccomp_cache = os.path.join(self.root, ".seccomp-cache")
         # Processes this one created with reap=True, and the socket on which each
         # init reports a failed exec (None once start read it).
         self._children: dict[str, tuple[int, socket.socket | None]] = {}
 
     # -- create / start / exec --------------------------------------------------------
 
-    def create(self, container_id: str, bundle: str | Path, *,
+    def create(self, container_id: str, bundle: str | os.PathLike[str], *,
                console_socket: socket.socket | None = None, pid_file: str | None = None,
                no_pivot: bool = False, stdio: Stdio | None = None,
                reap: bool = False) -> int:
@@ -119,7 +118,7 @@ class Runtime:
                     raise Conflict(f"container {container_id!r} init exited before start")
         finally:
             os.close(fd)
-        sd.fifo.unlink()
+        os.unlink(sd.fifo)
         self._run_hooks("poststart", sd, record)
         child = self._children.get(container_id)
         if child is not None and child[1] is not None:
@@ -146,9 +145,9 @@ class Runtime:
     def list(self) -> list[tuple[ContainerRecord, Status]]:
         """Every container under the root, with its status."""
         found: list[tuple[ContainerRecord, Status]] = []
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root):
             return found
-        for entry in sorted(self.root.iterdir()):
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
             if entry.name.startswith(".") or not entry.is_dir():
                 continue  # the runtime's own files, never a container
             sd = StateDir(self.root, entry.name)
@@ -178,7 +177,7 @@ class Runtime:
             return Status.CREATING
         if proc_start_time(record.pid) != record.pid_start:
             return Status.STOPPED
-        if sd.fifo.exists():
+        if os.path.exists(sd.fifo):
             return Status.CREATED
         cg = cgroups.open_cgroup(record.cgroup_path)
         if cg.exists() and cg.is_frozen():

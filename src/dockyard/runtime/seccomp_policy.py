@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
+import zlib
 from collections.abc import Iterator
 
 import msgspec
@@ -168,27 +168,30 @@ def compile_cached(config: LinuxSeccomp, cache_dir: str | None) -> tuple[bytes, 
 
     Compiling Docker's default profile for three architectures costs libseccomp about
     15 ms (and importing its bindings more): too much for every container start, and the
-    same profile is used over and over. The key covers the section, the dockyard
-    version, the machine and the libseccomp build; a cache file that is not a whole
-    program is ignored and rewritten.
+    same profile is used over and over. The key is the section itself with the dockyard
+    version, the machine and the libseccomp build. A file is named by the key's CRC
+    and holds the whole key before the program: a file is used only when its key is
+    ours byte for byte, so no two sections ever share a program (no cryptographic hash
+    is needed, and importing hashlib would cost more than the lookup).
     """
     if cache_dir is None:
         return compile_oci_seccomp(config)
-    key = hashlib.sha256(b"\0".join((
-        msgspec.json.encode(config), __version__.encode(), os.uname().machine.encode(),
-        _library_identity().encode()))).hexdigest()
-    path = os.path.join(cache_dir, key)
+    key = b"\0".join((msgspec.json.encode(config), __version__.encode(),
+                      os.uname().machine.encode(), _library_identity().encode()))
+    path = os.path.join(cache_dir, f"{zlib.crc32(key):08x}-{len(key)}")
     flags = _flags(config)
+    header = len(key).to_bytes(4, "little") + key
     with contextlib.suppress(OSError):
         with open(path, "rb") as f:
-            bpf = f.read()
-        if bpf and len(bpf) % 8 == 0:
+            data = f.read()
+        bpf = data[len(header):]
+        if data.startswith(header) and bpf and len(bpf) % 8 == 0:
             return bpf, flags
     bpf, flags = compile_oci_seccomp(config)
     with contextlib.suppress(OSError):
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            f.write(bpf)
+            f.write(header + bpf)
         os.rename(tmp, path)
     return bpf, flags

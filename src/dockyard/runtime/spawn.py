@@ -44,7 +44,6 @@ import signal
 import socket
 import termios
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
@@ -176,7 +175,7 @@ class _Plan(msgspec.Struct, kw_only=True):
     no_pivot: bool
 
 
-def create(rt: Runtime, container_id: str, bundle: str | Path, *,
+def create(rt: Runtime, container_id: str, bundle: str | os.PathLike[str], *,
            console_socket: socket.socket | None = None, pid_file: str | None = None,
            no_pivot: bool = False, stdio: Stdio | None = None,
            reap: bool = False) -> int:
@@ -294,7 +293,8 @@ def exec_process(rt: Runtime, container_id: str, process: oci.Process, *,
 
 def _load_bundle(bundle: str) -> oci.Spec:
     try:
-        data = Path(bundle, "config.json").read_bytes()
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise NotFound(f"bundle {bundle}: config.json does not exist") from None
     except NotADirectoryError:
