@@ -356,8 +356,6 @@ def _spawn_init(sd: StateDir, record: ContainerRecord, plan: _Plan,
             _child(theirs, lambda: _setup(theirs, plan, fifo_fd, console, stdio))
         theirs.close()
         try:
-            cgroup.add(setup_pid)
-            sync.send(b"go")
             msg = sync.recv()
             if msg == b"userns":
                 linux = plan.spec.linux or oci.Linux()
@@ -368,6 +366,11 @@ def _spawn_init(sd: StateDir, record: ContainerRecord, plan: _Plan,
             if not msg.startswith(b"pid "):
                 raise SystemFailure("create: the setup process exited during setup")
             pid = int(msg[4:])
+            # Moving a process between cgroups waits for an RCU grace period (~10 ms
+            # here): the init builds its mounts meanwhile and waits for "cgroup" only
+            # before it needs to be inside (see _init).
+            cgroup.add(pid)
+            sync.send(b"cgroup")
             record.pid = pid
             record.pid_start = proc_start_time(pid) or 0
             sd.write(record)
@@ -486,11 +489,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _enter(sync: socket.socket) -> None:
-    """First steps of every child: wait for R, hide from ptrace and /proc/PID/exe."""
+def _enter(sync: socket.socket, wait_for: bytes | None) -> None:
+    """First steps of every child: hide from ptrace and /proc/PID/exe, wait for R."""
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
-    msg = sync.recv(16)
-    if msg != b"go":
+    if wait_for is not None and sync.recv(16) != wait_for:
         raise SystemFailure("the runtime went away during setup")
 
 
@@ -504,7 +506,7 @@ def _close_fds(keep: Sequence[int]) -> None:
 def _setup(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket | None,
            stdio: Stdio | None) -> None:
     """S: join and create namespaces, then fork the init."""
-    _enter(sync)
+    _enter(sync, None)
     for ns_type, fd in sorted(plan.join_ns, key=lambda t: t[0] != "user"):
         sc.setns(fd, NAMESPACES[ns_type])
     if plan.new_ns & sc.CLONE_NEWUSER:
@@ -514,7 +516,8 @@ def _setup(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socke
             raise SystemFailure("the runtime went away while mapping ids")
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    sc.unshare(plan.new_ns & ~sc.CLONE_NEWUSER)
+    # The cgroup namespace is the init's to create, once it is in its cgroup.
+    sc.unshare(plan.new_ns & ~(sc.CLONE_NEWUSER | sc.CLONE_NEWCGROUP))
     offsets = (plan.spec.linux.time_offsets if plan.spec.linux else None) or {}
     if offsets and plan.new_ns & sc.CLONE_NEWTIME:
         # Writable only until the first process enters the new time namespace: the
@@ -553,13 +556,30 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
     root_fd = os.open(plan.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     cgroupns = bool(plan.new_ns & sc.CLONE_NEWCGROUP) or any(t == "cgroup" for t, _ in
                                                              plan.join_ns)
+    joined = False
+
+    def join_cgroup() -> None:
+        # R moves us into the container's cgroup while we mount; a cgroup namespace
+        # made before that would be rooted in the wrong cgroup.
+        nonlocal joined
+        if joined:
+            return
+        if sync.recv(16) != b"cgroup":
+            raise SystemFailure("the runtime went away during setup")
+        if plan.new_ns & sc.CLONE_NEWCGROUP:
+            sc.unshare(sc.CLONE_NEWCGROUP)
+        joined = True
+
     for m in plan.mounts:
+        if m.type in ("cgroup", "cgroup2"):
+            join_cgroup()
         rootfs.mount_one(root_fd, m, plan.cgroup_mounts, cgroupns)
     if any(m.destination == "/dev" and not m.is_bind for m in plan.mounts):
         rootfs.create_devices(root_fd, linux.devices or [], bind=userns)
     elif linux.devices:
         rootfs.create_devices(root_fd, linux.devices, bind=userns)
     os.close(root_fd)
+    join_cgroup()
     hooks = spec.hooks
     state = b""
     if hooks and (hooks.prestart or hooks.create_runtime or hooks.create_container or
@@ -642,7 +662,7 @@ def _exec_setup(sync: socket.socket, join: Sequence[tuple[str, int]],
                 prepared: proc.PreparedProcess, console: socket.socket | None,
                 stdio: Stdio | None) -> None:
     """S for exec: join the container's namespaces, then fork the process."""
-    _enter(sync)
+    _enter(sync, b"go")
     for ns_type, fd in join:
         sc.setns(fd, NAMESPACES[ns_type])
     pid = os.fork()
