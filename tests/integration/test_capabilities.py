@@ -4,62 +4,27 @@ from __future__ import annotations
 
 import errno
 import os
-import traceback
 from collections.abc import Callable
 
 import pytest
 
+import forked
 from dockyard.linux import capabilities
+from dockyard.runtime.spec import DEFAULT_CAPABILITIES
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
 ]
 
-# Docker's default capability set.
-DOCKER_DEFAULT = capabilities.parse(
-    [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ]
-)
+DOCKER_DEFAULT = capabilities.parse(DEFAULT_CAPABILITIES)
 DOCKER_MASK = "00000000a80425fb"  # what `docker run` shows in CapEff
 BUSYBOX = "/usr/bin/busybox"
 
 
 def in_child(body: Callable[[int], None]) -> tuple[int, str]:
-    """Run ``body(write_fd)`` in a forked child; return its wait status and what it wrote.
-
-    An exception in the child is written as its traceback, exit status 1.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        code = 0
-        try:
-            body(write_fd)
-        except BaseException:
-            os.write(write_fd, traceback.format_exc().encode())
-            code = 1
-        os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        output = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    return status, output
+    status, output = forked.in_child(body)
+    return status, output.decode()
 
 
 def status_lines(text: str) -> dict[str, str]:

@@ -13,12 +13,12 @@ import json
 import os
 import signal
 import socket
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import forked
 from dockyard.errors import InvalidArgument
 from dockyard.linux import seccomp
 from dockyard.oci.runtime import LinuxSeccomp, LinuxSeccompArg, LinuxSyscall
@@ -41,22 +41,14 @@ def in_child(bpf: bytes, flags: int, body: Callable[[], object]) -> tuple[int, o
     The result travels as JSON; an exception is reported as its traceback with
     exit status 1.
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        code = 0
-        try:
-            seccomp.load_filter(bpf, flags)
-            report = json.dumps(body())
-        except BaseException:
-            report, code = json.dumps(traceback.format_exc()), 1
-        os.write(write_fd, report.encode())
-        os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        output = pipe.read()
-    _, status = os.waitpid(pid, 0)
+
+    def run(out: int) -> None:
+        seccomp.load_filter(bpf, flags)
+        os.write(out, json.dumps(body()).encode())
+
+    status, output = forked.in_child(run)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1:
+        return status, output.decode()
     return status, json.loads(output) if output else None
 
 
