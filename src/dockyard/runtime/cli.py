@@ -378,8 +378,10 @@ def _exec(rt: Runtime, args: argparse.Namespace) -> int:
         console = terminal.socket
     try:
         if terminal is None:
-            return rt.exec(args.id, process, console_socket=console, pid_file=args.pid_file,
-                           detach=args.detach)
+            status = rt.exec(args.id, process, console_socket=console,
+                             pid_file=args.pid_file, detach=args.detach)
+            # Detached, exec returns the process's pid: the command itself succeeded.
+            return 0 if args.detach else status
         pid = rt.exec(args.id, process, console_socket=console, pid_file=args.pid_file,
                       detach=True)
         terminal.receive()

@@ -123,34 +123,50 @@ def open_in_root(root_fd: int, path: str, *, create: str | None = None) -> int:
     except FileNotFoundError:
         if create is None:
             raise
-    parts = [p for p in path.split("/") if p and p != "."]
-    fd = os.dup(root_fd)
-    try:
-        for i, name in enumerate(parts):
-            if name == "..":
-                raise InvalidArgument(f"path {path!r} must not contain '..'")
+    # Walk the path a component at a time, as the kernel would with the rootfs as "/":
+    # a symlink's target replaces it (an absolute one starts again at the root), ".."
+    # stops at the root, and what is missing is made where the walk leads. The
+    # directories walked through are opened with RESOLVE_NO_SYMLINKS, so the walk is
+    # the only thing that follows links.
+    resolved: list[str] = []
+    todo = [p for p in reversed(path.split("/")) if p and p != "."]
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        with _opened(sc.openat2(root_fd, "/".join(resolved) or ".", os.O_PATH | os.O_DIRECTORY,
+                                resolve=resolve | sc.RESOLVE_NO_SYMLINKS)) as dfd:
             try:
-                nfd = sc.openat2(fd, name, os.O_PATH, resolve=resolve)
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
-                last = i == len(parts) - 1
-                # O_PATH fds cannot be used as dir_fd for creation: reopen the
-                # directory for real, still through the magic link of the checked fd.
-                with _opened(os.open(sc.fd_path(fd), os.O_RDONLY | os.O_DIRECTORY |
-                                     os.O_CLOEXEC)) as dfd:
-                    if last and create == "file":
-                        with contextlib.suppress(FileExistsError):
-                            os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC,
-                                             0o644, dir_fd=dfd))
-                    else:
-                        with contextlib.suppress(FileExistsError):
-                            os.mkdir(name, 0o755, dir_fd=dfd)
-                nfd = sc.openat2(fd, name, os.O_PATH, resolve=resolve)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+                if not todo and create == "file":
+                    with contextlib.suppress(FileExistsError):
+                        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644,
+                                         dir_fd=dfd))
+                else:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=dfd)
+                resolved.append(name)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise InvalidArgument(f"path {path!r}: too many levels of symbolic links")
+                target = os.readlink(name, dir_fd=dfd)
+                if target.startswith("/"):
+                    resolved = []
+                todo.extend(p for p in reversed(target.split("/")) if p and p != ".")
+                continue
+            resolved.append(name)
+    return sc.openat2(root_fd, "/".join(resolved) or ".", os.O_PATH,
+                      resolve=resolve | sc.RESOLVE_NO_SYMLINKS)
+
+
+# What the kernel allows in one path walk (MAXSYMLINKS).
+_MAX_SYMLINKS = 40
 
 
 def _is_dir(path: str) -> bool:
@@ -341,6 +357,20 @@ def pivot(rootfs: str) -> None:
     finally:
         os.close(old)
         os.close(new)
+
+
+def make_private(rootfs: str) -> None:
+    """Make the rootfs mount and the mount it sits on private (what pivot_root needs)."""
+    sc.mount(None, rootfs, None, sc.MS_PRIVATE)
+    parent = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            # Field 5 is the mount point, with spaces and the like octal-escaped.
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point != rootfs and (rootfs.startswith(point.rstrip("/") + "/")) and \
+                    len(point) > len(parent):
+                parent = point
+    sc.mount(None, parent, None, sc.MS_PRIVATE)
 
 
 def move_root(rootfs: str) -> None:

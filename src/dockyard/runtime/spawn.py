@@ -542,8 +542,9 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
         os.dup2(stdio.stdin, 0)
         os.dup2(stdio.stdout, 1)
         os.dup2(stdio.stderr, 2)
+    propagation = rootfs.root_propagation(linux.rootfs_propagation)
     if plan.new_ns & sc.CLONE_NEWNS:
-        sc.mount(None, "/", None, rootfs.root_propagation(linux.rootfs_propagation))
+        sc.mount(None, "/", None, propagation)
     # The rootfs must be a mount point of its own for pivot_root.
     try:
         sc.mount(plan.rootfs, plan.rootfs, None, sc.MS_BIND | sc.MS_REC)
@@ -553,6 +554,10 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
         raise PermissionDenied(
             f"rootfs {plan.rootfs} is not reachable by the container's root user: every "
             "directory above it must be searchable by the mapped uid") from None
+    if propagation & sc.MS_SHARED:
+        # pivot_root refuses a shared new root or a shared parent of it; the wanted
+        # propagation is given to the new root once it is "/".
+        rootfs.make_private(plan.rootfs)
     root_fd = os.open(plan.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     cgroupns = bool(plan.new_ns & sc.CLONE_NEWCGROUP) or any(t == "cgroup" for t, _ in
                                                              plan.join_ns)
@@ -596,6 +601,8 @@ def _init(sync: socket.socket, plan: _Plan, fifo_fd: int, console: socket.socket
         rootfs.move_root(plan.rootfs)
     else:
         rootfs.pivot(plan.rootfs)
+    if propagation & sc.MS_SHARED:
+        sc.mount(None, "/", None, propagation)
     if plan.process.terminal and console is not None:
         _setup_console(console, plan.process.console_size)
     if spec.hostname is not None and plan.new_ns & sc.CLONE_NEWUTS:
