@@ -26,11 +26,12 @@ semantic checks that runc makes and that types cannot express. Nothing here does
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 
 from dockyard.errors import InvalidArgument
+from dockyard.oci.document import Document, convert, decode, dump
 
 __all__ = [
     "CAPABILITIES",
@@ -104,23 +105,17 @@ Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
-class _Document(
-    msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", repr_omit_defaults=True
-):
-    """Base of every model: camelCase keys, optional members omitted when unset."""
-
-
 # --- config.json: process -------------------------------------------------------------
 
 
-class Box(_Document):
+class Box(Document):
     """The size of the console (``process.consoleSize``), in characters."""
 
     height: UInt64
     width: UInt64
 
 
-class User(_Document):
+class User(Document):
     """The user the container process runs as. ``uid`` and ``gid`` are always written,
     as the Go types do, because a reader may not treat a missing one as 0."""
 
@@ -131,7 +126,7 @@ class User(_Document):
     username: str | None = None
 
 
-class LinuxCapabilities(_Document):
+class LinuxCapabilities(Document):
     """The five capability sets of the process, as ``CAP_*`` names."""
 
     bounding: list[str] | None = None
@@ -141,7 +136,7 @@ class LinuxCapabilities(_Document):
     ambient: list[str] | None = None
 
 
-class POSIXRlimit(_Document):
+class POSIXRlimit(Document):
     """One resource limit (``RLIMIT_*``) set with setrlimit(2)."""
 
     type: str
@@ -149,7 +144,7 @@ class POSIXRlimit(_Document):
     soft: UInt64
 
 
-class LinuxScheduler(_Document):
+class LinuxScheduler(Document):
     """The scheduling policy and attributes set with sched_setattr(2)."""
 
     policy: str
@@ -161,21 +156,21 @@ class LinuxScheduler(_Document):
     period: UInt64 | None = None
 
 
-class LinuxIOPriority(_Document):
+class LinuxIOPriority(Document):
     """The I/O priority set with ioprio_set(2)."""
 
     class_: str = msgspec.field(name="class")
     priority: Int32 | None = None
 
 
-class LinuxCPUAffinity(_Document):
+class LinuxCPUAffinity(Document):
     """CPU affinity of ``exec``'d processes: before and after joining the cgroup."""
 
     initial: str | None = None
     final: str | None = None
 
 
-class Process(_Document):
+class Process(Document):
     """The container process: what to run, as whom, and with which limits."""
 
     cwd: str
@@ -199,14 +194,14 @@ class Process(_Document):
 # --- config.json: root, mounts, hooks --------------------------------------------------
 
 
-class Root(_Document):
+class Root(Document):
     """The container's root filesystem, relative to the bundle or absolute."""
 
     path: str
     readonly: bool | None = None
 
 
-class LinuxIDMapping(_Document):
+class LinuxIDMapping(Document):
     """A range of ids mapped into a user namespace (or an id-mapped mount)."""
 
     container_id: UInt32 = msgspec.field(name="containerID")
@@ -214,7 +209,7 @@ class LinuxIDMapping(_Document):
     size: UInt32
 
 
-class Mount(_Document):
+class Mount(Document):
     """One mount made in the container's mount namespace, in order."""
 
     destination: str
@@ -225,7 +220,7 @@ class Mount(_Document):
     gid_mappings: list[LinuxIDMapping] | None = None
 
 
-class Hook(_Document):
+class Hook(Document):
     """A program the runtime runs at a point of the container's lifecycle."""
 
     path: str
@@ -234,7 +229,7 @@ class Hook(_Document):
     timeout: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class Hooks(_Document):
+class Hooks(Document):
     """The lifecycle hooks; ``prestart`` is deprecated in favour of the three below it."""
 
     prestart: list[Hook] | None = None
@@ -248,7 +243,7 @@ class Hooks(_Document):
 # --- config.json: linux resources -----------------------------------------------------
 
 
-class LinuxDeviceCgroup(_Document):
+class LinuxDeviceCgroup(Document):
     """One rule of the device cgroup: allow or deny access to a device (class)."""
 
     allow: bool
@@ -258,7 +253,7 @@ class LinuxDeviceCgroup(_Document):
     access: str | None = None
 
 
-class LinuxMemory(_Document):
+class LinuxMemory(Document):
     """Memory limits in bytes; -1 means unlimited."""
 
     limit: Int64 | None = None
@@ -272,7 +267,7 @@ class LinuxMemory(_Document):
     check_before_update: bool | None = None
 
 
-class LinuxCPU(_Document):
+class LinuxCPU(Document):
     """CPU shares, CFS quota and period, real-time budget and cpuset."""
 
     shares: UInt64 | None = None
@@ -286,13 +281,13 @@ class LinuxCPU(_Document):
     idle: Int64 | None = None
 
 
-class LinuxPids(_Document):
+class LinuxPids(Document):
     """The maximum number of tasks in the cgroup; -1 or 0 mean unlimited."""
 
     limit: Int64
 
 
-class LinuxWeightDevice(_Document):
+class LinuxWeightDevice(Document):
     """A per-device block I/O weight."""
 
     major: Int64
@@ -301,7 +296,7 @@ class LinuxWeightDevice(_Document):
     leaf_weight: UInt16 | None = None
 
 
-class LinuxThrottleDevice(_Document):
+class LinuxThrottleDevice(Document):
     """A per-device block I/O rate limit (bytes or operations per second)."""
 
     major: Int64
@@ -309,7 +304,7 @@ class LinuxThrottleDevice(_Document):
     rate: UInt64 | None = None
 
 
-class LinuxBlockIO(_Document):
+class LinuxBlockIO(Document):
     """Block I/O weights and throttles."""
 
     weight: UInt16 | None = None
@@ -325,35 +320,35 @@ class LinuxBlockIO(_Document):
     )
 
 
-class LinuxHugepageLimit(_Document):
+class LinuxHugepageLimit(Document):
     """The hugetlb limit for one page size (``2MB``, ``1GB``...)."""
 
     page_size: str
     limit: UInt64
 
 
-class LinuxInterfacePriority(_Document):
+class LinuxInterfacePriority(Document):
     """The net_prio priority of one network interface."""
 
     name: str
     priority: UInt32
 
 
-class LinuxNetwork(_Document):
+class LinuxNetwork(Document):
     """net_cls class id and net_prio priorities."""
 
     class_id: UInt32 | None = msgspec.field(default=None, name="classID")
     priorities: list[LinuxInterfacePriority] | None = None
 
 
-class LinuxRdma(_Document):
+class LinuxRdma(Document):
     """RDMA limits of one device."""
 
     hca_handles: UInt32 | None = None
     hca_objects: UInt32 | None = None
 
 
-class LinuxResources(_Document):
+class LinuxResources(Document):
     """The cgroup limits of the container."""
 
     devices: list[LinuxDeviceCgroup] | None = None
@@ -370,14 +365,14 @@ class LinuxResources(_Document):
 # --- config.json: the rest of linux ---------------------------------------------------
 
 
-class LinuxNamespace(_Document):
+class LinuxNamespace(Document):
     """A namespace to create, or to join when ``path`` is given."""
 
     type: str
     path: str | None = None
 
 
-class LinuxDevice(_Document):
+class LinuxDevice(Document):
     """A device node to create in the container's ``/dev``."""
 
     type: str
@@ -389,7 +384,7 @@ class LinuxDevice(_Document):
     gid: UInt32 | None = None
 
 
-class LinuxSeccompArg(_Document):
+class LinuxSeccompArg(Document):
     """A comparison of one syscall argument."""
 
     index: UInt32
@@ -398,7 +393,7 @@ class LinuxSeccompArg(_Document):
     value_two: UInt64 | None = None
 
 
-class LinuxSyscall(_Document):
+class LinuxSyscall(Document):
     """A seccomp rule: what happens when one of ``names`` is called (with ``args``)."""
 
     names: list[str]
@@ -407,7 +402,7 @@ class LinuxSyscall(_Document):
     args: list[LinuxSeccompArg] | None = None
 
 
-class LinuxSeccomp(_Document):
+class LinuxSeccomp(Document):
     """The seccomp filter of the container process."""
 
     default_action: str
@@ -419,7 +414,7 @@ class LinuxSeccomp(_Document):
     syscalls: list[LinuxSyscall] | None = None
 
 
-class LinuxIntelRdt(_Document):
+class LinuxIntelRdt(Document):
     """Intel RDT (resctrl) class of service and schemata."""
 
     clos_id: str | None = msgspec.field(default=None, name="closID")
@@ -429,7 +424,7 @@ class LinuxIntelRdt(_Document):
     enable_monitoring: bool | None = None
 
 
-class LinuxMemoryPolicy(_Document):
+class LinuxMemoryPolicy(Document):
     """The NUMA memory policy set with set_mempolicy(2)."""
 
     mode: str | None = None
@@ -437,27 +432,27 @@ class LinuxMemoryPolicy(_Document):
     flags: list[str] | None = None
 
 
-class LinuxPersonality(_Document):
+class LinuxPersonality(Document):
     """The execution domain set with personality(2)."""
 
     domain: str | None = None
     flags: list[str] | None = None
 
 
-class LinuxTimeOffset(_Document):
+class LinuxTimeOffset(Document):
     """The offset of one clock in a time namespace."""
 
     secs: Int64 | None = None
     nanosecs: UInt32 | None = None
 
 
-class LinuxNetDevice(_Document):
+class LinuxNetDevice(Document):
     """A host network device moved into the container, under ``name`` if given."""
 
     name: str | None = None
 
 
-class Linux(_Document):
+class Linux(Document):
     """The Linux-specific part of the configuration."""
 
     namespaces: list[LinuxNamespace] | None = None
@@ -479,7 +474,7 @@ class Linux(_Document):
     personality: LinuxPersonality | None = None
 
 
-class Spec(_Document):
+class Spec(Document):
     """A bundle's ``config.json``."""
 
     oci_version: str
@@ -496,7 +491,7 @@ class Spec(_Document):
 # --- state and features ---------------------------------------------------------------
 
 
-class State(_Document):
+class State(Document):
     """What ``<runtime> state ID`` prints, and what hooks read on stdin."""
 
     oci_version: str
@@ -507,13 +502,13 @@ class State(_Document):
     annotations: dict[str, str] | None = None
 
 
-class EnabledFeature(_Document):
+class EnabledFeature(Document):
     """A feature that is only on or off (apparmor, selinux, intelRdt, idmap...)."""
 
     enabled: bool | None = None
 
 
-class CgroupFeatures(_Document):
+class CgroupFeatures(Document):
     """Which cgroup drivers the runtime supports."""
 
     v1: bool | None = None
@@ -523,7 +518,7 @@ class CgroupFeatures(_Document):
     rdma: bool | None = None
 
 
-class SeccompFeatures(_Document):
+class SeccompFeatures(Document):
     """What the runtime's seccomp support knows."""
 
     enabled: bool | None = None
@@ -534,13 +529,13 @@ class SeccompFeatures(_Document):
     supported_flags: list[str] | None = None
 
 
-class MountExtensionsFeatures(_Document):
+class MountExtensionsFeatures(Document):
     """Mount extensions beyond mount(2): id-mapped mounts."""
 
     idmap: EnabledFeature | None = None
 
 
-class LinuxFeatures(_Document):
+class LinuxFeatures(Document):
     """The Linux part of the ``features`` document."""
 
     namespaces: list[str] | None = None
@@ -554,7 +549,7 @@ class LinuxFeatures(_Document):
     net_devices: EnabledFeature | None = None
 
 
-class Features(_Document):
+class Features(Document):
     """What ``<runtime> features`` prints: what the runtime implements."""
 
     oci_version_min: str
@@ -631,57 +626,21 @@ _VERSION_1 = re.compile(r"^1\.\d+\.\d+(?:[-+].*)?$")
 
 # --- (de)serialisation ----------------------------------------------------------------
 
-_D = TypeVar("_D", bound=_Document)
-
-# msgspec says "Expected `int`, got `str` - at `$.process.user.uid`"; users get the same
-# facts on one line without the markup.
-_AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
-_FIELD_NAME = re.compile(r"field `([^`]*)`")
-
-
-def _invalid_document(what: str, exc: msgspec.DecodeError) -> InvalidArgument:
-    message = _FIELD_NAME.sub(r"field '\1'", str(exc))
-    message = _AT_PATH.sub(r" at \1", message).replace("`", "")
-    return InvalidArgument(f"invalid {what}: {message}")
-
-
-def _decode(data: bytes | str, kind: type[_D], what: str) -> _D:
-    try:
-        return msgspec.json.decode(data, type=kind)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
-        raise _invalid_document(what, exc) from None
-
-
-def convert(obj: Any, kind: type[_D], what: str) -> _D:
-    """Build a model from already-parsed JSON (dicts, lists...), checking types the way
-    the ``load_*`` functions do; ``what`` names the document in the error line."""
-    try:
-        return msgspec.convert(obj, type=kind)
-    except msgspec.ValidationError as exc:
-        raise _invalid_document(what, exc) from None
-
-
 def load_spec(data: bytes | str) -> Spec:
     """Decode a ``config.json``; any malformed or ill-typed member raises
     ``InvalidArgument`` naming its JSON path. Semantics are ``validate_spec``'s job."""
-    return _decode(data, Spec, "config.json")
+    return decode(data, Spec, "config.json")
 
 
 def load_state(data: bytes | str) -> State:
     """Decode a runtime's ``state`` output (extra keys, such as runc's ``rootfs``,
     are ignored)."""
-    return _decode(data, State, "container state")
+    return decode(data, State, "container state")
 
 
 def load_features(data: bytes | str) -> Features:
     """Decode a runtime's ``features`` output."""
-    return _decode(data, Features, "runtime features")
-
-
-def dump(obj: _Document, *, indent: int = 0) -> bytes:
-    """Encode a model as JSON; ``indent`` > 0 pretty-prints it like ``runc spec``."""
-    encoded = msgspec.json.encode(obj)
-    return msgspec.json.format(encoded, indent=indent) if indent else encoded
+    return decode(data, Features, "runtime features")
 
 
 # --- validation -----------------------------------------------------------------------
@@ -691,7 +650,7 @@ def _invalid(path: str, problem: str) -> InvalidArgument:
     return InvalidArgument(f"invalid config.json: {problem} at {path}")
 
 
-def _members(struct: _Document) -> Iterator[tuple[str, Any]]:
+def _members(struct: Document) -> Iterator[tuple[str, Any]]:
     """The (JSON key, value) pairs of a model's members."""
     for field in msgspec.structs.fields(struct):
         yield field.encode_name, getattr(struct, field.name)
