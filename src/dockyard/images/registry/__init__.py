@@ -1,0 +1,36 @@
+"""The registry client: distribution API v2 over HTTP(S), its authentication, and the
+credentials ``dockyard login`` keeps in Docker's ``config.json``.
+
+Imported only by pull, push and login, so nothing of it loads on the path of ``run``.
+"""
+
+from __future__ import annotations
+
+from .client import (
+    MANIFEST_MEDIA_TYPES,
+    BlobStream,
+    Manifest,
+    ManifestHead,
+    PushResult,
+    RegistryClient,
+    compute_digest,
+    is_digest,
+    login,
+)
+from .credentials import Credentials, erase_credentials, load_credentials, store_credentials
+
+__all__ = [
+    "MANIFEST_MEDIA_TYPES",
+    "BlobStream",
+    "Credentials",
+    "Manifest",
+    "ManifestHead",
+    "PushResult",
+    "RegistryClient",
+    "compute_digest",
+    "erase_credentials",
+    "is_digest",
+    "load_credentials",
+    "login",
+    "store_credentials",
+]
