@@ -47,6 +47,8 @@ fi
 # Byte-compile the package even where PYTHONDONTWRITEBYTECODE is set: every
 # dockyard-runtime start would otherwise compile its modules again (~30 ms).
 PYTHONDONTWRITEBYTECODE= "$venv/bin/python" -m compileall -q "$repo/src" >/dev/null
+# What run-tests.sh compares to know whether the dependencies changed since.
+sha256sum "$repo/pyproject.toml" "$repo/install.sh" >"$venv/.dockyard-installed"
 
 [[ $run_demo == 1 ]] || exit 0
 

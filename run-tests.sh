@@ -11,9 +11,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$repo"
 
 # A fresh machine or clone: no virtualenv, or a peer missing.
-needed=(runc crun containerd ctr busybox skopeo umoci unshare script)
+needed=(runc crun containerd ctr busybox skopeo umoci docker-registry unshare script)
 missing=0
 [[ -x .venv/bin/python ]] || missing=1
+# pyproject.toml or install.sh changed since the last install: dependencies may have too.
+sha256sum --status -c .venv/.dockyard-installed 2>/dev/null || missing=1
 for tool in "${needed[@]}"; do
     command -v "$tool" >/dev/null || missing=1
 done
