@@ -1,40 +1,156 @@
-"""The ``dockyard`` command.
+"""The ``dockyard`` command: docker's verbs, flags, output and exit codes.
 
-The engine's verbs (run, ps, images, build...) arrive with the engine layers; until
-then the command reports its version and the runtime it drives, so that an install
-can be checked.
+Commands are found in a table and their modules imported only when invoked, so that
+``dockyard --version`` or ``dockyard run`` pay for nothing else (pip does the same).
+Errors are printed in one place as one line, ``Error: ...``, with docker's exit
+codes: 125 for a bad command line, 1 for a failed command, 126 and 127 passed on;
+``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from dockyard import __version__
+from dockyard.errors import DockyardError
 
-_USAGE = """usage: dockyard [--version] COMMAND
+DEFAULT_ROOT = "/var/lib/dockyard"
+DEFAULT_RUNROOT = "/run/dockyard"
 
-commands:
-  version    show the dockyard version and the OCI runtime it uses
 
-The OCI runtime itself is the `dockyard-runtime` command (runc's command line).
-"""
+class Command(NamedTuple):
+    """Where a command lives: ``module.function(args)`` runs it, ``module.arguments``
+    (a dict of name to declaring function) declares its flags."""
+
+    module: str
+    help: str
+
+
+# Top-level verbs, and the management commands ("image ls") that lead to the same code.
+COMMANDS: dict[str, Command] = {
+    "version": Command("dockyard.cli.system", "Show the dockyard version information"),
+}
+MANAGEMENT: dict[str, dict[str, str]] = {}
+
+
+class UsageError(Exception):
+    """A bad command line: docker prints it with the usage hint and exits 125."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _global_parser() -> _Parser:
+    p = _Parser(prog="dockyard", add_help=False,
+                description="A container engine with docker's command line.")
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("-v", "--version", action="store_true")
+    p.add_argument("-D", "--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--root", default=os.environ.get("DOCKYARD_ROOT", DEFAULT_ROOT),
+                   help="where images, containers and volumes are kept")
+    p.add_argument("--runroot", default=os.environ.get("DOCKYARD_RUNROOT", DEFAULT_RUNROOT),
+                   help="state that dies with a reboot")
+    p.add_argument("--storage-driver", default=os.environ.get("DOCKYARD_STORAGE_DRIVER"),
+                   choices=("overlay", "vfs"), help="snapshotter (default: overlay if it works)")
+    return p
+
+
+def _usage() -> str:
+    lines = ["Usage:  dockyard [OPTIONS] COMMAND", "",
+             "A container engine with docker's command line.", "", "Commands:"]
+    lines += [f"  {name:<12}{command.help}" for name, command in sorted(COMMANDS.items())]
+    if MANAGEMENT:
+        lines += ["", "Management Commands:"]
+        lines += [f"  {name:<12}Manage {name}s" for name in sorted(MANAGEMENT)]
+    lines += ["", "Global Options:",
+              "  --root DIR             where images and containers are kept "
+              f"(default {DEFAULT_ROOT}, $DOCKYARD_ROOT)",
+              "  --runroot DIR          state that dies with a reboot "
+              f"(default {DEFAULT_RUNROOT}, $DOCKYARD_RUNROOT)",
+              "  --storage-driver NAME  overlay or vfs (default: overlay where it works)",
+              "  -D, --debug            show tracebacks",
+              "  -v, --version          print the version and quit"]
+    return "\n".join(lines) + "\n"
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Global options before the command word, and the rest from it on."""
+    valued = {"--root", "--runroot", "--storage-driver"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in valued:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            break
+    return argv[:i], argv[i:]
+
+
+def _resolve(words: list[str]) -> tuple[str, list[str]]:
+    """The command a command line names: ``image ls`` is ``images``, and so on."""
+    first, rest = words[0], words[1:]
+    if first in MANAGEMENT:
+        if not rest or rest[0] in ("-h", "--help"):
+            subs = ", ".join(sorted(MANAGEMENT[first]))
+            raise UsageError(f'"dockyard {first}" requires a subcommand: {subs}')
+        if rest[0] not in MANAGEMENT[first]:
+            raise UsageError(f"unknown command \"{first} {rest[0]}\"")
+        return MANAGEMENT[first][rest[0]], rest[1:]
+    if first not in COMMANDS:
+        raise UsageError(f"unknown command: \"{first}\"\nSee 'dockyard --help'")
+    return first, rest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dockyard``; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args in (["--version"], ["-v"]):
-        print(f"dockyard version {__version__}")
-        return 0
-    if args == ["version"]:
-        from dockyard.runtime.container import OCI_VERSION
+    debug = False
+    try:
+        head, words = _split(args)
+        options = _global_parser().parse_args(head)
+        debug = options.debug
+        if options.version:
+            print(f"dockyard version {__version__}")
+            return 0
+        if options.help or not words:
+            print(_usage(), end="")
+            return 0
+        name, rest = _resolve(words)
+        module = importlib.import_module(COMMANDS[name].module)
+        parser = _Parser(prog=f"dockyard {name}", description=COMMANDS[name].help)
+        declare: Callable[[argparse.ArgumentParser], None] = module.ARGUMENTS[name]
+        declare(parser)
+        command_args = parser.parse_args(rest)
+        run: Callable[[argparse.Namespace, argparse.Namespace], int | None] = \
+            getattr(module, name.replace("-", "_"))
+        return run(options, command_args) or 0
+    except UsageError as e:
+        print(f"dockyard: {e}", file=sys.stderr)
+        return 125
+    except DockyardError as e:
+        if debug:
+            import traceback
 
-        print(f"dockyard:        {__version__}\nOCI runtime:     dockyard-runtime {__version__}"
-              f"\nOCI spec:        {OCI_VERSION}")
+            traceback.print_exc()
+        print(f"Error: {e}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `dockyard images | head`: the reader went away; that is not an error.
+        sys.stderr.close()
         return 0
-    if args in ([], ["--help"], ["-h"], ["help"]):
-        print(_USAGE, end="")
-        return 0
-    print(f"dockyard: unknown command {args[0]!r}; see 'dockyard --help'", file=sys.stderr)
-    return 125
+
+
+def exit_code(error: DockyardError) -> int:
+    """The status a failed command exits with: docker's 1, or the error's own 126/127."""
+    return error.exit_code if error.exit_code in (126, 127) else 1
