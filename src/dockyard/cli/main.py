@@ -32,10 +32,32 @@ class Command(NamedTuple):
 
 
 # Top-level verbs, and the management commands ("image ls") that lead to the same code.
+_IMAGES = "dockyard.cli.images"
 COMMANDS: dict[str, Command] = {
     "version": Command("dockyard.cli.system", "Show the dockyard version information"),
+    "pull": Command(_IMAGES, "Download an image from a registry"),
+    "push": Command(_IMAGES, "Upload an image to a registry"),
+    "images": Command(_IMAGES, "List images"),
+    "inspect": Command(_IMAGES, "Return low-level information on images"),
+    "history": Command(_IMAGES, "Show the history of an image"),
+    "tag": Command(_IMAGES, "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "rmi": Command(_IMAGES, "Remove one or more images"),
+    "save": Command(_IMAGES, "Save one or more images to a tar archive"),
+    "load": Command(_IMAGES, "Load an image from a tar archive or STDIN"),
+    "import": Command(_IMAGES, "Import the contents from a tarball to create an image"),
+    "login": Command(_IMAGES, "Log in to a registry"),
+    "logout": Command(_IMAGES, "Log out from a registry"),
+    "image-prune": Command(_IMAGES, "Remove unused images"),
+    "image-bootstrap": Command(_IMAGES, "Build busybox or debian without a registry"),
+    "system-check": Command(_IMAGES, "Check the image store for damage"),
 }
-MANAGEMENT: dict[str, dict[str, str]] = {}
+MANAGEMENT: dict[str, dict[str, str]] = {
+    "image": {"ls": "images", "list": "images", "pull": "pull", "push": "push",
+              "inspect": "inspect", "history": "history", "tag": "tag", "rm": "rmi",
+              "save": "save", "load": "load", "import": "import", "prune": "image-prune",
+              "bootstrap": "image-bootstrap"},
+    "system": {"check": "system-check"},
+}
 
 
 class UsageError(Exception):
@@ -65,7 +87,8 @@ def _global_parser() -> _Parser:
 def _usage() -> str:
     lines = ["Usage:  dockyard [OPTIONS] COMMAND", "",
              "A container engine with docker's command line.", "", "Commands:"]
-    lines += [f"  {name:<12}{command.help}" for name, command in sorted(COMMANDS.items())]
+    lines += [f"  {name:<12}{command.help}" for name, command in sorted(COMMANDS.items())
+              if "-" not in name]
     if MANAGEMENT:
         lines += ["", "Management Commands:"]
         lines += [f"  {name:<12}Manage {name}s" for name in sorted(MANAGEMENT)]
@@ -130,8 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         declare: Callable[[argparse.ArgumentParser], None] = module.ARGUMENTS[name]
         declare(parser)
         command_args = parser.parse_args(rest)
+        function = name.replace("-", "_")
+        # `import` is a Python keyword: its function is `import_`.
         run: Callable[[argparse.Namespace, argparse.Namespace], int | None] = \
-            getattr(module, name.replace("-", "_"))
+            getattr(module, function, None) or getattr(module, function + "_")
         return run(options, command_args) or 0
     except UsageError as e:
         print(f"dockyard: {e}", file=sys.stderr)

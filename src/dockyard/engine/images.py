@@ -545,6 +545,91 @@ class ImageService:
                 media_type or manifest.media_type or "application/vnd.oci.image.manifest.v1+json",
                 manifest, config, config_digest, chains, names, None))
 
+    # --- archives and base images ---------------------------------------------------------
+
+    def save(self, refs: Sequence[str], out: BinaryIO) -> None:
+        """Write the images named by ``refs`` to ``out`` as a docker-archive (``docker
+        save``); a reference keeps its tag, an image ID saves the image untagged."""
+        from dockyard.images.archive import save_docker_archive
+
+        chosen: dict[str, tuple[Descriptor, builtins.list[str]]] = {}
+        for ref in refs:
+            image_id = self.resolve(ref)
+            row = self.db.query("SELECT manifest_digest, manifest_media_type FROM images "
+                                "WHERE id = ?", (image_id,))[0]
+            digest = row["manifest_digest"]
+            descriptor, tags = chosen.get(image_id, (Descriptor(
+                media_type=row["manifest_media_type"], digest=digest,
+                size=self.content.info(digest).size), []))
+            name = self._tag_named(ref)
+            if name is not None:
+                tags.append(name)
+            chosen[image_id] = (descriptor, tags)
+        save_docker_archive(self.content, list(chosen.values()), out)
+
+    def load(self, stream: BinaryIO) -> builtins.list[str]:
+        """Load every image of a docker-archive or OCI-layout tarball (``docker load``);
+        returns Docker's ``Loaded image: NAME`` / ``Loaded image ID: ID`` lines."""
+        from dockyard.images.archive import load_archive
+
+        lines = []
+        for loaded in load_archive(self.content, stream):
+            with self.content.open(loaded.manifest.digest) as f:
+                manifest_data = f.read()
+            with self.content.open(loaded.config) as f:
+                config_data = f.read()
+            info = self.add_image(manifest_data, config_data, loaded.tags,
+                                  media_type=loaded.manifest.media_type)
+            lines += [f"Loaded image: {_familiar(tag)}" for tag in loaded.tags] or \
+                [f"Loaded image ID: {info.id}"]
+        return lines
+
+    def import_image(self, stream: BinaryIO, ref: str | None = None, *,
+                     changes: Sequence[str] = (), message: str | None = None) -> ImageInfo:
+        """Make an image of a root filesystem tarball (``docker import``)."""
+        from dockyard.images.rootfs_tar import import_rootfs
+
+        descriptor, config_digest = import_rootfs(self.content, stream, changes=changes,
+                                                  message=message)
+        return self._add_stored(descriptor.digest, config_digest, [ref] if ref else [])
+
+    def bootstrap(self, name: str) -> ImageInfo:
+        """Build a base image without a registry: ``busybox`` from the busybox-static
+        binary, ``debian[:SUITE]`` with debootstrap from the host's package mirror."""
+        from dockyard.images import bootstrap
+
+        reference = references.parse(name)
+        base = reference.path.removeprefix("library/")
+        if reference.domain != references.DEFAULT_DOMAIN or base not in ("busybox", "debian"):
+            raise InvalidArgument(f"cannot bootstrap {name!r}: only busybox and "
+                                  "debian[:SUITE] can be built without a registry")
+        tags = [str(reference)]
+        if base == "busybox":
+            result = bootstrap.bootstrap_busybox(self.content)
+        else:
+            # debian:latest is today's stable release, as on Docker Hub.
+            suite = "bookworm" if reference.tag == references.DEFAULT_TAG else reference.tag
+            result = bootstrap.bootstrap_debian(self.content, suite)
+            tags.append(f"debian:{suite}")
+        return self._add_stored(result.manifest.digest, result.config_digest, tags)
+
+    def _tag_named(self, ref: str) -> str | None:
+        """The full tag ``ref`` names, or None when it is an image ID (or its prefix)."""
+        try:
+            name = _name_of(references.parse(ref))
+        except InvalidArgument:
+            return None
+        found = self.db.query("SELECT 1 FROM tags WHERE name = ?", (name,))
+        return name if found else None
+
+    def _add_stored(self, manifest_digest: str, config_digest: str,
+                    tags: Sequence[str]) -> ImageInfo:
+        with self.content.open(manifest_digest) as f:
+            manifest_data = f.read()
+        with self.content.open(config_digest) as f:
+            config_data = f.read()
+        return self.add_image(manifest_data, config_data, tags)
+
     # --- push -----------------------------------------------------------------------------
 
     def push(self, ref: str, *, progress: Progress | None = None) -> str:
@@ -874,8 +959,11 @@ class ImageService:
             if not builtins.all(_label_matches(labels, want) for want in filters.get("label", [])):
                 continue
             patterns = filters.get("reference", [])
-            if patterns and not any(_reference_matches(n, p) for n in tags for p in patterns):
-                continue
+            if patterns:
+                # Like docker, an image matches by its tags, and shows only those.
+                tags = [n for n in tags if any(_reference_matches(n, p) for p in patterns)]
+                if not tags:
+                    continue
             result.append(ImageSummary(row["id"], tuple(_familiar(n) for n in tags),
                                        tuple(_familiar(n) for n in digests), int(created),
                                        row["size"], dict(labels)))
