@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install dockyard and its peers on Debian 12, then run a first container.
 #
-#   sudo ./install.sh            install everything, then run a busybox container
+#   sudo ./install.sh            install everything, build the busybox image, run a container
 #   sudo ./install.sh --no-run   install only (what ./run-tests.sh uses on a fresh clone)
 #
 # Idempotent: run it again at any time. DOCKYARD_RUNTIME=/usr/sbin/runc runs the demo
@@ -51,6 +51,10 @@ PYTHONDONTWRITEBYTECODE= "$venv/bin/python" -m compileall -q "$repo/src" >/dev/n
 sha256sum "$repo/pyproject.toml" "$repo/install.sh" >"$venv/.dockyard-installed"
 
 [[ $run_demo == 1 ]] || exit 0
+
+# The default image, built from the busybox-static package (no registry needed).
+echo "==> dockyard image bootstrap busybox"
+"$venv/bin/dockyard" image bootstrap busybox
 
 # A busybox bundle made with shell tools only, so the quick start does not depend on
 # the test helpers (tests/bundles.py builds its own).
