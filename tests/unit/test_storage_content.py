@@ -65,6 +65,18 @@ def test_digest_mismatch_stores_nothing(store: ContentStore) -> None:
     assert os.listdir(Path(store.root) / "ingest") == []
 
 
+def test_put_stores_bytes_once_and_checks_a_given_digest(store: ContentStore) -> None:
+    info = store.put(b"{}")
+    assert (info.digest, info.size) == (digest_of(b"{}"), 2)
+    with store.open(info.digest) as blob:
+        assert blob.read() == b"{}"
+    assert store.put(b"{}") == info  # there already: nothing written again
+    assert store.put(b"x", digest_of(b"x", "sha512")).digest == digest_of(b"x", "sha512")
+    with pytest.raises(InvalidArgument, match="digest mismatch"):
+        store.put(b"evil", digest_of(b"good"))
+    assert not store.exists(digest_of(b"good"))
+
+
 @pytest.mark.parametrize("digest", ["sha256:abc", "md5:" + "0" * 32,
                                     "sha256:../../" + "0" * 58, "sha256:" + "A" * 64])
 def test_malformed_digests_are_refused(store: ContentStore, digest: str) -> None:

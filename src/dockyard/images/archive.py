@@ -33,7 +33,6 @@ no image is reported loaded that is not complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -48,11 +47,10 @@ import msgspec
 
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference
+from dockyard.images.building import store_image
 from dockyard.images.manifest import check_config, check_image
 from dockyard.images.platform import host_platform, select
-from dockyard.images.rootfs_tar import compression_of, decompressed, put_bytes
 from dockyard.oci.image import (
-    DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -72,6 +70,7 @@ from dockyard.oci.image import (
     load_manifest,
 )
 from dockyard.storage.content import ContentStore
+from dockyard.storage.streams import HashingReader, compression_of, decompressed
 
 __all__ = [
     "NAME_ANNOTATION",
@@ -460,12 +459,10 @@ def _diff_id(store: ContentStore, digest: Digest, compression: str | None) -> Di
     """The digest of a stored layer's uncompressed tar."""
     if compression is None:
         return digest
-    hasher = hashlib.sha256()
     with store.open(digest) as blob:
-        tar = decompressed(blob)
-        while chunk := tar.read(_CHUNK):
-            hasher.update(chunk)
-    return Digest(f"sha256:{hasher.hexdigest()}")
+        tar = HashingReader(decompressed(blob))
+        tar.drain()
+    return Digest(tar.digest)
 
 
 class _Loader:
@@ -567,17 +564,8 @@ class _Loader:
                            f"manifest.json has {len(entry.layers)}")
         layers = [self._legacy_layer(path, expected, where)
                   for path, expected in zip(entry.layers, diff_ids, strict=True)]
-        put_bytes(self.store, raw_config)
-        manifest = Manifest(
-            schema_version=2,
-            media_type=DOCKER_MANIFEST,
-            config=Descriptor(media_type=DOCKER_CONFIG, digest=config_digest,
-                              size=len(raw_config)),
-            layers=layers,
-        )
-        digest, size = put_bytes(self.store, dump(manifest))
-        return LoadedImage(Descriptor(media_type=DOCKER_MANIFEST, digest=digest, size=size),
-                           config_digest, _full_names(entry.repo_tags or [], where))
+        manifest, _ = store_image(self.store, raw_config, layers, media_type=DOCKER_MANIFEST)
+        return LoadedImage(manifest, config_digest, _full_names(entry.repo_tags or [], where))
 
     def _legacy_layer(self, path: str, expected: str, where: str) -> Descriptor:
         digest, size = self.members.layer(path, where)

@@ -49,22 +49,18 @@ from dockyard.errors import (
     Timeout,
     Unavailable,
 )
+from dockyard.images.building import image_config, store_image
 from dockyard.images.platform import host_platform, normalize
 from dockyard.oci.image import (
-    OCI_CONFIG,
     OCI_LAYER_GZIP,
-    OCI_MANIFEST,
     ContainerConfig,
     Descriptor,
     Digest,
     History,
-    ImageConfig,
-    Manifest,
     Platform,
-    RootFS,
-    dump,
 )
 from dockyard.storage.content import ContentStore
+from dockyard.storage.streams import HashingWriter
 
 __all__ = [
     "DEFAULT_PATH",
@@ -79,7 +75,6 @@ __all__ = [
 #: The PATH of the official busybox and Debian images.
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-_CHUNK = 1 << 20
 _XATTR_PAX = "SCHILY.xattr."
 # overlayfs keeps its own bookkeeping in these; it must never travel in a layer.
 _OVERLAY_XATTR = "trusted.overlay."
@@ -105,18 +100,6 @@ class _Sink(Protocol):
     def write(self, data: bytes, /) -> int:
         """Take all of ``data``."""
         ...
-
-
-class _HashingSink:
-    """Hashes what passes through on its way to ``out``: the DiffID of the plain tar."""
-
-    def __init__(self, out: gzip.GzipFile) -> None:
-        self._out = out
-        self.hash = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        return self._out.write(data)
 
 
 def _tarinfo(path: str, name: str, st: os.stat_result, clamp_mtime: int | None,
@@ -189,19 +172,11 @@ def write_layer(directory: str, out: _Sink, *, clamp_mtime: int | None = None,
     """
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0,
                        compresslevel=_GZIP_LEVEL) as compressed:
-        sink = _HashingSink(compressed)
+        sink = HashingWriter(compressed)  # type: ignore[arg-type]
         # Stream mode ("w|") only ever writes, so the sink need not be seekable.
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tf:
             _add_tree(tf, directory, "", clamp_mtime, owner, {})
-    return Digest(f"sha256:{sink.hash.hexdigest()}")
-
-
-def _store_blob(store: ContentStore, data: bytes) -> Digest:
-    digest = Digest.of(data)
-    with store.writer(digest, len(data)) as writer:
-        writer.write(data)
-        writer.commit()
-    return digest
+    return Digest(sink.digest)
 
 
 def _rfc3339(epoch: int) -> str:
@@ -227,32 +202,14 @@ def image_from_directory(store: ContentStore, directory: str, config: ContainerC
     epoch = int(datetime.datetime.now(datetime.UTC).timestamp()) if created is None else created
     with store.writer() as writer:
         diff_id = write_layer(directory, writer, clamp_mtime=epoch, owner=owner)
-        layer_size = writer.offset
-        layer_digest = Digest(writer.commit())
+        layer = Descriptor(media_type=OCI_LAYER_GZIP, size=writer.offset,
+                           digest=writer.commit())
     when = _rfc3339(epoch)
     target = platform or host_platform()
-    image = ImageConfig(
-        architecture=target.architecture,
-        os=target.os,
-        variant=target.variant,
-        created=when,
-        config=config,
-        rootfs=RootFS(diff_ids=[diff_id]),
-        history=[History(created=when, created_by=history_text)]
-        + [History(created=when, created_by=text, empty_layer=True) for text in extra_history],
-    )
-    config_bytes = dump(image)
-    config_digest = _store_blob(store, config_bytes)
-    manifest = Manifest(
-        schema_version=2,
-        media_type=OCI_MANIFEST,
-        config=Descriptor(media_type=OCI_CONFIG, digest=config_digest, size=len(config_bytes)),
-        layers=[Descriptor(media_type=OCI_LAYER_GZIP, digest=layer_digest, size=layer_size)],
-    )
-    manifest_bytes = dump(manifest)
-    descriptor = Descriptor(media_type=OCI_MANIFEST, digest=_store_blob(store, manifest_bytes),
-                            size=len(manifest_bytes), platform=target)
-    return descriptor, config_digest
+    history = [History(created=when, created_by=history_text)] + [
+        History(created=when, created_by=text, empty_layer=True) for text in extra_history]
+    image = image_config(target, when, config, [diff_id], history)
+    return store_image(store, image, [layer], platform=target)
 
 
 # --- busybox ---------------------------------------------------------------------------

@@ -9,8 +9,6 @@ the way Docker parses them (exec form as JSON, shell form run by ``/bin/sh -c``)
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import posixpath
 import re
@@ -24,94 +22,23 @@ from typing import BinaryIO
 import msgspec
 
 from dockyard.errors import InvalidArgument
+from dockyard.images.building import image_config, store_image
 from dockyard.oci.image import (
-    OCI_CONFIG,
     OCI_LAYER_GZIP,
-    OCI_MANIFEST,
     ContainerConfig,
     Descriptor,
     Digest,
     History,
-    ImageConfig,
-    Manifest,
     Platform,
-    RootFS,
-    dump,
 )
 from dockyard.storage.content import ContentStore
+from dockyard.storage.streams import HashingReader, decompressed
 
-__all__ = ["apply_changes", "compression_of", "decompressed", "import_rootfs", "put_bytes"]
+__all__ = ["apply_changes", "import_rootfs"]
 
 _CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _TAR_BLOCK = 512
 _PROTOCOLS = ("tcp", "udp", "sctp")
-
-
-class _Prefixed:
-    """A stream whose first bytes were read already, to sniff its compression."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
-
-    def read(self, n: int = -1) -> bytes:
-        if not self._head:
-            return self._rest.read(n)
-        if n < 0:
-            data, self._head = self._head + self._rest.read(), b""
-            return data
-        data, self._head = self._head[:n], self._head[n:]
-        return data
-
-
-def compression_of(head: bytes) -> str | None:
-    """``"gzip"``, ``"zstd"`` or ``None`` (plain), from the first bytes of a stream."""
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd"
-    return None
-
-
-def decompressed(stream: BinaryIO) -> BinaryIO:
-    """``stream`` uncompressed, streamed, whatever its compression (by magic)."""
-    head = stream.read(4)
-    raw: BinaryIO = _Prefixed(head, stream)  # type: ignore[assignment]
-    kind = compression_of(head)
-    if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if kind == "zstd":
-        return _ZstdReader(raw)  # type: ignore[return-value]
-    return raw
-
-
-class _ZstdReader:
-    """A zstd stream, decompressed; its errors are ``OSError`` like gzip's, so callers
-    handle one kind of corrupt input."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        import zstandard  # imported here: only zstd input needs it
-
-        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        self._error = zstandard.ZstdError
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self._reader.read(n)
-        except self._error as exc:
-            raise OSError(f"corrupt zstd data: {exc}") from None
-
-
-def put_bytes(store: ContentStore, data: bytes) -> tuple[Digest, int]:
-    """Store a small blob held in memory; its digest and size."""
-    digest = Digest.of(data)
-    if not store.exists(digest):
-        with store.writer(digest, len(data)) as writer:
-            writer.write(data)
-            writer.commit()
-    return digest, len(data)
 
 
 # --- --change lines ---------------------------------------------------------------------
@@ -288,8 +215,7 @@ def import_rootfs(store: ContentStore, stream: BinaryIO, *, changes: Sequence[st
         from dockyard.images.platform import host_platform
 
         platform = host_platform()
-    tar = decompressed(stream)
-    diff_id = hashlib.sha256()
+    tar = HashingReader(decompressed(stream))  # hashes the plain tar: the DiffID
     # wbits=31: a gzip member with a zero mtime and no name, so one tar gives one blob.
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 31)
     try:
@@ -297,33 +223,16 @@ def import_rootfs(store: ContentStore, stream: BinaryIO, *, changes: Sequence[st
             chunk = _read_full(tar, _TAR_BLOCK)
             _check_tar_head(chunk)
             while chunk:
-                diff_id.update(chunk)
                 writer.write(compressor.compress(chunk))
                 chunk = tar.read(_CHUNK)
             writer.write(compressor.flush())
-            layer_size = writer.offset
-            layer_digest = Digest(writer.commit())
+            layer = Descriptor(media_type=OCI_LAYER_GZIP, size=writer.offset,
+                               digest=writer.commit())
     except (OSError, EOFError, zlib.error) as exc:
         raise InvalidArgument(f"invalid rootfs tarball: cannot decompress it ({exc})") from None
     except tarfile.TarError as exc:
         raise InvalidArgument(f"invalid rootfs tarball: {exc}") from None
     created = _now()
-    config = ImageConfig(
-        architecture=platform.architecture,
-        os=platform.os,
-        variant=platform.variant,
-        created=created,
-        config=container_config,
-        rootfs=RootFS(diff_ids=[f"sha256:{diff_id.hexdigest()}"]),
-        history=[History(created=created, comment=message or "Imported from -")],
-    )
-    config_digest, config_size = put_bytes(store, dump(config))
-    manifest = Manifest(
-        schema_version=2,
-        media_type=OCI_MANIFEST,
-        config=Descriptor(media_type=OCI_CONFIG, digest=config_digest, size=config_size),
-        layers=[Descriptor(media_type=OCI_LAYER_GZIP, digest=layer_digest, size=layer_size)],
-    )
-    manifest_digest, manifest_size = put_bytes(store, dump(manifest))
-    return (Descriptor(media_type=OCI_MANIFEST, digest=manifest_digest, size=manifest_size),
-            config_digest)
+    config = image_config(platform, created, container_config, [tar.digest],
+                          [History(created=created, comment=message or "Imported from -")])
+    return store_image(store, config, [layer])

@@ -6,6 +6,9 @@
                 ``overlay`` (kernel overlayfs) and ``vfs`` (a full copy per snapshot)
     layers      ``apply_layer`` (a layer tar, compressed or not, into a directory, every
                 path resolved inside it) and ``diff_layer`` (the reverse)
+    streams     ``decompressed`` / ``compression_of`` (gzip and zstd, by media type or
+                magic), ``HashingReader`` / ``HashingWriter``
+    durable     ``replace_file`` (atomic and fsynced) and ``fsync_dir``
 
 Nothing here knows what an image or a container is: the callers name blobs by digest
 and snapshots by opaque keys.

@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -29,37 +28,17 @@ from types import TracebackType
 from typing import BinaryIO
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.oci.image import Digest
+from dockyard.storage.durable import fsync_dir
 
-_ALGORITHMS = {"sha256": 64, "sha512": 128}
-_DIGEST = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
 _CHUNK = 1 << 20
-
-
-def parse_digest(digest: str) -> tuple[str, str]:
-    """Split ``alg:hex`` into its parts; anything but a well-formed sha256/sha512 is refused.
-
-    The check also keeps a digest from naming a path outside the store.
-    """
-    match = _DIGEST.match(digest)
-    if not match or len(match.group(2)) != _ALGORITHMS[match.group(1)]:
-        raise InvalidArgument(f"invalid digest {digest!r}: expected sha256:<64 hex> or "
-                              "sha512:<128 hex>")
-    return match.group(1), match.group(2)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
 class BlobInfo:
     """What the store knows of a committed blob."""
 
-    digest: str
+    digest: Digest
     size: int
 
 
@@ -75,7 +54,7 @@ class Writer:
         self._store = store
         self.expected_digest = expected_digest
         self.expected_size = expected_size
-        alg = parse_digest(expected_digest)[0] if expected_digest else "sha256"
+        alg = Digest(expected_digest).algorithm if expected_digest else "sha256"
         self._hash = hashlib.new(alg)
         self._lock_fd = -1
         self._fd = -1
@@ -96,8 +75,8 @@ class Writer:
         """
         ingest = os.path.join(self._store.root, "ingest")
         if digest is not None:
-            alg, hexa = parse_digest(digest)
-            path = os.path.join(ingest, f"{alg}-{hexa}")
+            checked = Digest(digest)
+            path = os.path.join(ingest, f"{checked.algorithm}-{checked.encoded}")
             os.makedirs(path, exist_ok=True)
             fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                          0o600)
@@ -143,7 +122,7 @@ class Writer:
         """The digest of what was written so far."""
         return f"{self._hash.name}:{self._hash.hexdigest()}"
 
-    def commit(self) -> str:
+    def commit(self) -> Digest:
         """Check the size and digest, fsync, and move the blob into place; return its digest.
 
         A short ingest of a known digest stays for a resume; a wrong digest is deleted, so
@@ -155,7 +134,7 @@ class Writer:
             raise InvalidArgument(f"blob {self.expected_digest or ''} is short: got "
                                   f"{self.offset} of {self.expected_size} bytes; resume or "
                                   "fetch it again")
-        actual = self.digest
+        actual = Digest(self.digest)
         if self.expected_digest is not None and actual != self.expected_digest:
             self.abort()
             raise InvalidArgument(f"blob digest mismatch: expected {self.expected_digest}, "
@@ -168,7 +147,7 @@ class Writer:
             # rename(2) is atomic, and a racing writer of the same digest renames identical
             # bytes over it: readers see one blob or the other, both complete.
             os.rename(os.path.join(self._dir, "data"), target)
-            _fsync_dir(os.path.dirname(target))
+            fsync_dir(os.path.dirname(target))
         self._committed = True
         self._discard()
         return actual
@@ -210,8 +189,8 @@ class ContentStore:
 
     def path(self, digest: str) -> str:
         """Where the blob of ``digest`` lives (whether or not it is there)."""
-        alg, hexa = parse_digest(digest)
-        return os.path.join(self.root, "blobs", alg, hexa)
+        checked = Digest(digest)  # also keeps a digest from naming a path outside the store
+        return os.path.join(self.root, "blobs", checked.algorithm, checked.encoded)
 
     def writer(self, expected_digest: str | None = None, expected_size: int | None = None,
                *, resume: bool = False) -> Writer:
@@ -228,6 +207,16 @@ class ContentStore:
                 writer.write(chunk)
             return writer.commit()
 
+    def put(self, data: bytes, digest: str | None = None) -> BlobInfo:
+        """Store ``data``, held in memory (a manifest, a config), as a blob unless it is
+        there already; with ``digest``, the data is checked against it."""
+        checked = Digest(digest) if digest is not None else Digest.of(data)
+        if not self.exists(checked):
+            with self.writer(checked, len(data)) as writer:
+                writer.write(data)
+                writer.commit()
+        return BlobInfo(checked, len(data))
+
     def exists(self, digest: str) -> bool:
         """Whether the blob is committed."""
         return os.path.isfile(self.path(digest))
@@ -242,7 +231,7 @@ class ContentStore:
     def info(self, digest: str) -> BlobInfo:
         """The blob's size."""
         try:
-            return BlobInfo(digest, os.stat(self.path(digest)).st_size)
+            return BlobInfo(Digest(digest), os.stat(self.path(digest)).st_size)
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not found in the content store") from None
 
@@ -256,24 +245,23 @@ class ContentStore:
     def walk(self) -> Iterator[BlobInfo]:
         """Every committed blob, in digest order."""
         blobs = os.path.join(self.root, "blobs")
-        for alg in sorted(os.listdir(blobs)):
-            if alg not in _ALGORITHMS:
+        for alg in sorted(os.scandir(blobs), key=lambda e: e.name):
+            if not alg.is_dir(follow_symlinks=False):
                 continue
-            for entry in sorted(os.scandir(os.path.join(blobs, alg)), key=lambda e: e.name):
+            for entry in sorted(os.scandir(alg.path), key=lambda e: e.name):
                 with contextlib.suppress(InvalidArgument, FileNotFoundError):
-                    digest = f"{alg}:{entry.name}"
-                    parse_digest(digest)
-                    yield BlobInfo(digest, entry.stat().st_size)
+                    yield BlobInfo(Digest(f"{alg.name}:{entry.name}"), entry.stat().st_size)
 
     def verify(self, digest: str) -> str | None:
         """Re-hash the blob: None if it is intact, else a line saying what is wrong."""
-        alg, hexa = parse_digest(digest)
-        hasher = hashlib.new(alg)
+        checked = Digest(digest)
+        hasher = hashlib.new(checked.algorithm)
         with self.open(digest) as blob:
             while chunk := blob.read(_CHUNK):
                 hasher.update(chunk)
-        if hasher.hexdigest() != hexa:
-            return f"blob {digest} is corrupt: its content hashes to {alg}:{hasher.hexdigest()}"
+        if hasher.hexdigest() != checked.encoded:
+            return (f"blob {digest} is corrupt: its content hashes to "
+                    f"{checked.algorithm}:{hasher.hexdigest()}")
         return None
 
     def check(self) -> list[str]:

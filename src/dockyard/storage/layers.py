@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
-import hashlib
 import os
 import stat
 import tarfile
@@ -38,6 +37,7 @@ from typing import BinaryIO, Literal
 from dockyard.errors import InvalidArgument
 from dockyard.linux import syscalls as sc
 from dockyard.storage import tree
+from dockyard.storage.streams import HashingReader, HashingWriter, decompressed
 
 WhiteoutMode = Literal["overlay", "vfs"]
 
@@ -46,93 +46,9 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR_PAX = "SCHILY.xattr."
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 _BENEATH = sc.RESOLVE_BENEATH | sc.RESOLVE_NO_MAGICLINKS
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY
-
-
-class _HashingReader:
-    """A read-only stream that hashes and counts what passes through it."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        """Read to the end: the diff ID covers the padding after the tar's end marker."""
-        while self.read(_CHUNK):
-            pass
-
-
-class _HashingWriter:
-    """A write-only stream that hashes and counts what passes through it."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        self._raw.write(data)
-        return len(data)
-
-
-class _Prefixed:
-    """A stream whose first bytes were read already (to sniff the compression)."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
-
-    def read(self, n: int = -1) -> bytes:
-        if not self._head:
-            return self._rest.read(n)
-        if n < 0:
-            data, self._head = self._head + self._rest.read(), b""
-            return data
-        data, self._head = self._head[:n], self._head[n:]
-        return data
-
-
-def _compression(media_type: str | None, head: bytes) -> str:
-    if media_type is not None:
-        if media_type.endswith(("+gzip", ".gzip")):
-            return "gzip"
-        if media_type.endswith("+zstd"):
-            return "zstd"
-        if media_type.endswith((".tar", "layer.v1.tar")):
-            return "none"
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd"
-    return "none"
-
-
-def _decompressed(stream: BinaryIO, media_type: str | None) -> BinaryIO:
-    """The uncompressed tar of a layer stream, streamed."""
-    head = stream.read(4)
-    raw: BinaryIO = _Prefixed(head, stream)  # type: ignore[assignment]
-    kind = _compression(media_type, head)
-    if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if kind == "zstd":
-        import zstandard  # imported here: only zstd layers need it
-
-        return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
-            raw, read_across_frames=True)
-    return raw
 
 
 def _split(name: str, what: str) -> list[str]:
@@ -473,7 +389,7 @@ def apply_layer(stream: BinaryIO, root: str, *, media_type: str | None = None,
     """
     if whiteout_mode not in ("overlay", "vfs"):
         raise InvalidArgument(f"unknown whiteout mode {whiteout_mode!r}: use overlay or vfs")
-    reader = _HashingReader(_decompressed(stream, media_type))
+    reader = HashingReader(decompressed(stream, media_type))
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
     applier = _Applier(root_fd, whiteout_mode, lower_fds)
@@ -490,7 +406,7 @@ def apply_layer(stream: BinaryIO, root: str, *, media_type: str | None = None,
         applier.close()
         for fd in [root_fd, *lower_fds]:
             os.close(fd)
-    return f"sha256:{reader.hash.hexdigest()}", reader.size
+    return reader.digest, reader.size
 
 
 class _Differ:
@@ -635,7 +551,7 @@ def diff_layer(lower: str | None, upper: str, out: BinaryIO, *,
     tree ``lower`` (None: empty) by type, mode, owner, mtime, size, link target, device
     and xattrs. The order is sorted by name, parents first; xattrs go in PAX headers.
     """
-    writer = _HashingWriter(out)
+    writer = HashingWriter(out)
     upper_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_fd = (os.open(lower, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 if lower is not None and kind == "vfs" else None)
@@ -652,4 +568,4 @@ def diff_layer(lower: str | None, upper: str, out: BinaryIO, *,
         os.close(upper_fd)
         if lower_fd is not None:
             os.close(lower_fd)
-    return f"sha256:{writer.hash.hexdigest()}", writer.size
+    return writer.digest, writer.size

@@ -13,7 +13,6 @@ from .client import (
     ManifestHead,
     PushResult,
     RegistryClient,
-    compute_digest,
     is_digest,
     login,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "ManifestHead",
     "PushResult",
     "RegistryClient",
-    "compute_digest",
     "erase_credentials",
     "is_digest",
     "load_credentials",

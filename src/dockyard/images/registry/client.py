@@ -8,7 +8,6 @@ configs) is the business of the image code above it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import ipaddress
 import json
@@ -26,6 +25,7 @@ from dockyard.errors import (
     PermissionDenied,
     Unavailable,
 )
+from dockyard.oci.image import Digest
 
 from .auth import (
     Challenge,
@@ -55,8 +55,6 @@ DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST_RE = re.compile(r"(sha256|sha384|sha512):([0-9a-f]+)")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _NEXT_LINK_RE = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
@@ -81,14 +79,13 @@ class ManifestHead(NamedTuple):
 
 
 def is_digest(reference: str) -> bool:
-    """Whether ``reference`` is a digest (``sha256:<64 hex>``) rather than a tag."""
-    match = _DIGEST_RE.fullmatch(reference)
-    return match is not None and len(match.group(2)) == _HEX_LENGTHS[match.group(1)]
-
-
-def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
-    """The digest of ``data`` with ``algorithm`` (one of sha256, sha384, sha512)."""
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    """Whether ``reference`` is a digest (``sha256:<64 hex>``, see ``Digest``) rather
+    than a tag."""
+    try:
+        Digest(reference)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _check_repository(name: str) -> None:
@@ -97,11 +94,6 @@ def _check_repository(name: str) -> None:
             f"invalid repository name {name!r}: use lowercase letters, digits and"
             " separators (. _ - /), like library/busybox"
         )
-
-
-def _check_digest(digest: str) -> None:
-    if not is_digest(digest):
-        raise InvalidArgument(f"invalid digest {digest!r}: expected sha256:<64 hex digits>")
 
 
 def _check_reference(reference: str) -> None:
@@ -361,10 +353,10 @@ class RegistryClient:
     def _checked_digest(self, data: bytes, expected: str | None, what: str) -> str:
         """The digest of ``data``: ``expected``'s algorithm, which it must match."""
         if expected is None:
-            return compute_digest(data)
+            return Digest.of(data)
         if not is_digest(expected):
             raise InvalidArgument(f"{self._peer} answered {what} with invalid digest {expected!r}")
-        actual = compute_digest(data, expected.split(":", 1)[0])
+        actual = Digest.of(data, Digest(expected).algorithm)
         if actual != expected:
             raise InvalidArgument(
                 f"{self._peer} answered {what} with content of digest {actual}, not"
@@ -469,7 +461,7 @@ class RegistryClient:
     def blob_exists(self, repository: str, digest: str) -> int | None:
         """The size of blob ``digest`` in ``repository``, or ``None`` if it is not there."""
         _check_repository(repository)
-        _check_digest(digest)
+        Digest(digest)  # checked: InvalidArgument says what is wrong
         return self._head_blob(repository, digest, (repository_scope(repository, "pull"),))
 
     def get_blob(self, repository: str, digest: str, offset: int = 0) -> BlobStream:
@@ -479,7 +471,7 @@ class RegistryClient:
         content store does on commit). Close the stream when done with it.
         """
         _check_repository(repository)
-        _check_digest(digest)
+        Digest(digest)  # checked: InvalidArgument says what is wrong
         if offset < 0:
             raise InvalidArgument(f"negative blob offset {offset}")
         what = f"get blob {digest} from {repository}"
@@ -529,7 +521,7 @@ class RegistryClient:
         ``chunk_size`` bytes then a PUT. The registry checks the digest.
         """
         _check_repository(repository)
-        _check_digest(digest)
+        Digest(digest)  # checked: InvalidArgument says what is wrong
         if size < 0:
             raise InvalidArgument(f"negative blob size {size}")
         if chunk_size is not None and chunk_size <= 0:
@@ -659,7 +651,7 @@ class RegistryClient:
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete the manifest ``digest`` (and so every tag naming it)."""
         _check_repository(repository)
-        _check_digest(digest)
+        Digest(digest)  # checked: InvalidArgument says what is wrong
         self._request(
             "DELETE",
             f"/v2/{repository}/manifests/{digest}",

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from dockyard.errors import InvalidArgument, SystemFailure
+from dockyard.storage.durable import replace_file
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -121,19 +120,8 @@ def _write_config(file: Path, config: dict[str, Any]) -> None:
     """Replace ``file`` atomically with ``config``, readable by its owner only."""
     try:
         file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # mkstemp creates the file with mode 0600, so the secret is never world-readable.
-        fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(config, out, indent="\t")
-                out.write("\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, file)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        # Written as mode 0600 from the start, so the secret is never world-readable.
+        replace_file(file, (json.dumps(config, indent="\t") + "\n").encode())
     except OSError as error:
         raise SystemFailure(f"cannot write {file}: {error.strerror}") from error
 

@@ -28,7 +28,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -38,6 +37,7 @@ from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.linux import syscalls as sc
+from dockyard.storage.durable import replace_file
 
 _FORMAT_VERSION = 1
 # mount(2) copies its data argument into one page: longer options are cut (EINVAL).
@@ -160,14 +160,6 @@ def unmount(target: str) -> None:
         if e.errno != errno.EBUSY:
             raise
         sc.umount2(target, sc.MNT_DETACH)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def disk_usage(path: str) -> Usage:
@@ -337,18 +329,7 @@ class Snapshotter(ABC):
         return meta
 
     def _save(self, meta: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".metadata-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(meta, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self._metadata)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.root)
+        replace_file(self._metadata, json.dumps(meta, indent=1, sort_keys=True).encode())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
@@ -368,7 +349,12 @@ DRIVERS = ("overlay", "vfs")
 
 def choose(root: str, driver: str | None = None) -> Snapshotter:
     """The snapshotter for ``root`` (it lives in ``root/<driver>``): ``driver`` if given,
-    else overlay where the kernel mounts it on the root's filesystem, else vfs."""
+    else the one whose directory is there already, else overlay where the kernel mounts
+    it on the root's filesystem, else vfs.
+
+    The kernel is asked (an overlay mounted for a probe, some 80 ms) only the first time:
+    after that, the snapshotter's directory under ``root`` records the answer.
+    """
     from dockyard.storage.snapshots.overlay import OverlaySnapshotter, overlay_supported
     from dockyard.storage.snapshots.vfs import VfsSnapshotter
 
@@ -377,8 +363,13 @@ def choose(root: str, driver: str | None = None) -> Snapshotter:
                               f"{', '.join(DRIVERS)}")
     os.makedirs(root, exist_ok=True)
     if driver is None:
-        driver = "overlay" if overlay_supported(root) else "vfs"
-    elif driver == "overlay" and not overlay_supported(root):
+        existing = [d for d in DRIVERS if os.path.isdir(os.path.join(root, d))]
+        if len(existing) == 1:
+            driver = existing[0]
+        else:  # none yet, or both (then, as before, the kernel decides)
+            driver = "overlay" if overlay_supported(root) else "vfs"
+    elif (driver == "overlay" and not os.path.isdir(os.path.join(root, driver))
+          and not overlay_supported(root)):
         raise Unavailable(f"the kernel cannot mount overlayfs on {root}'s filesystem: use "
                           "--storage-driver vfs")
     cls = OverlaySnapshotter if driver == "overlay" else VfsSnapshotter
