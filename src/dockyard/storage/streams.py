@@ -6,7 +6,6 @@ Every stream here is read or written once, front to back, never held whole.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from typing import BinaryIO
 
@@ -47,7 +46,7 @@ def decompressed(stream: BinaryIO, media_type: str | None = None) -> BinaryIO:
     raw: BinaryIO = _Prefixed(head, stream)  # type: ignore[assignment]
     kind = compression_of(head, media_type)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return _GzipReader(raw)  # type: ignore[return-value]
     if kind == "zstd":
         return _ZstdReader(raw)  # type: ignore[return-value]
     return raw
@@ -68,6 +67,32 @@ class _Prefixed:
             return data
         data, self._head = self._head[:n], self._head[n:]
         return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """What ISA-L's reader reads through (it wraps its input in a buffer)."""
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class _GzipReader:
+    """A gzip stream, decompressed with ISA-L (2 to 3 times zlib's speed: unpacking a
+    pulled image is mostly inflating it); its errors are ``OSError``, like zlib's."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        from isal import igzip, isal_zlib
+
+        self._reader = igzip.IGzipFile(fileobj=raw, mode="rb")
+        self._error = isal_zlib.error
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._reader.read(n)
+        except self._error as exc:
+            raise OSError(f"corrupt gzip data: {exc}") from None
 
 
 class _ZstdReader:
