@@ -33,12 +33,13 @@ class Command(NamedTuple):
 
 # Top-level verbs, and the management commands ("image ls") that lead to the same code.
 _IMAGES = "dockyard.cli.images"
+_CONTAINERS = "dockyard.cli.containers"
 COMMANDS: dict[str, Command] = {
     "version": Command("dockyard.cli.system", "Show the dockyard version information"),
     "pull": Command(_IMAGES, "Download an image from a registry"),
     "push": Command(_IMAGES, "Upload an image to a registry"),
     "images": Command(_IMAGES, "List images"),
-    "inspect": Command(_IMAGES, "Return low-level information on images"),
+    "inspect": Command(_CONTAINERS, "Return low-level information on containers or images"),
     "history": Command(_IMAGES, "Show the history of an image"),
     "tag": Command(_IMAGES, "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
     "rmi": Command(_IMAGES, "Remove one or more images"),
@@ -50,13 +51,28 @@ COMMANDS: dict[str, Command] = {
     "image-prune": Command(_IMAGES, "Remove unused images"),
     "image-bootstrap": Command(_IMAGES, "Build busybox or debian without a registry"),
     "system-check": Command(_IMAGES, "Check the image store for damage"),
+    "image-inspect": Command(_CONTAINERS, "Display detailed information on images"),
+    "run": Command(_CONTAINERS, "Create and run a new container from an image"),
+    "create": Command(_CONTAINERS, "Create a new container"),
+    "start": Command(_CONTAINERS, "Start one or more stopped containers"),
+    "stop": Command(_CONTAINERS, "Stop one or more running containers"),
+    "kill": Command(_CONTAINERS, "Kill one or more running containers"),
+    "rm": Command(_CONTAINERS, "Remove one or more containers"),
+    "wait": Command(_CONTAINERS, "Block until containers stop, then print their exit codes"),
+    "ps": Command(_CONTAINERS, "List containers"),
+    "logs": Command(_CONTAINERS, "Fetch the logs of a container"),
+    "container-inspect": Command(_CONTAINERS, "Display detailed information on containers"),
 }
 MANAGEMENT: dict[str, dict[str, str]] = {
     "image": {"ls": "images", "list": "images", "pull": "pull", "push": "push",
-              "inspect": "inspect", "history": "history", "tag": "tag", "rm": "rmi",
+              "inspect": "image-inspect", "history": "history", "tag": "tag", "rm": "rmi",
               "save": "save", "load": "load", "import": "import", "prune": "image-prune",
               "bootstrap": "image-bootstrap"},
     "system": {"check": "system-check"},
+    "container": {"ls": "ps", "list": "ps", "ps": "ps", "run": "run", "create": "create",
+                  "start": "start", "stop": "stop", "kill": "kill", "rm": "rm",
+                  "remove": "rm", "wait": "wait", "logs": "logs",
+                  "inspect": "container-inspect"},
 }
 
 

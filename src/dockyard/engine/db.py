@@ -36,6 +36,26 @@ Schema version 1::
     lease_resources(lease_id, kind, ref)         holds blobs and snapshots not yet
                                                  referenced by an image: GC keeps them
                                                  while the pid lives
+
+Schema version 2 adds::
+
+    containers(id PK, name UNIQUE, image_id, image, config, host_config, created,
+               created_unix, state, pid, started_at, finished_at, exit_code,
+               oom_killed, error, restart_count)
+        id               64 hex digits; also the key of its writable snapshot
+        name             without the leading "/"
+        image_id         the image it was created from (``in_use`` of the images)
+        image            the image as the user named it (Docker's Config.Image)
+        config           Docker's Config, JSON, as given (the image's not merged in)
+        host_config      Docker's HostConfig, JSON
+        created          RFC 3339 (nanoseconds); created_unix the same as unix time
+        state            creating | created | running | exited (what the engine last
+                         saw; the monitor's files are the truth for a running one)
+        pid              running: the container init's host pid; creating: the pid
+                         of the process creating it (a dead one means an interrupted
+                         create, which the next command cleans up)
+        started_at, finished_at   RFC 3339 ("" when never)
+        exit_code, oom_killed, error, restart_count   of the last run
 """
 
 from __future__ import annotations
@@ -112,6 +132,28 @@ MIGRATIONS: tuple[str, ...] = (
         ref TEXT NOT NULL,
         PRIMARY KEY (lease_id, kind, ref)
     );
+    """,
+    # 1 -> 2: containers.
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image_id TEXT NOT NULL,
+        image TEXT NOT NULL,
+        config TEXT NOT NULL,
+        host_config TEXT NOT NULL,
+        created TEXT NOT NULL,
+        created_unix REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('creating', 'created', 'running', 'exited')),
+        pid INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL DEFAULT '',
+        finished_at TEXT NOT NULL DEFAULT '',
+        exit_code INTEGER NOT NULL DEFAULT 0,
+        oom_killed INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        restart_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX containers_by_image ON containers(image_id)
     """,
 )
 
