@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.engine.db import SCHEMA_VERSION
 from dockyard.engine.images import ImageService
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.oci.image import (
@@ -256,4 +257,4 @@ def test_state_survives_a_new_service_and_the_schema_is_versioned(tmp_path: Path
                          capture_output=True, text=True, check=False)
     if out.returncode == 0:  # the sqlite3 shell is optional on this machine
         assert out.stdout.strip() == "wal"
-    assert again.db.query("SELECT version FROM schema_version")[0][0] == 1
+    assert again.db.query("SELECT version FROM schema_version")[0][0] == SCHEMA_VERSION
