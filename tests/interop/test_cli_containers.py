@@ -210,3 +210,15 @@ def test_monitor_killed_reports_exit_255_and_leaks_nothing(user: User) -> None:
         time.sleep(0.05)
     assert _mounts_under(user.home) == []
     user("rm", cid)
+
+
+def test_an_image_a_container_uses_is_not_removed(user: User) -> None:
+    cid = user("create", "--name", "keeper", "busybox", "true").stdout.strip()
+    user.ids.add(cid)
+    refused = user("rmi", "busybox", ok=False)
+    assert refused.returncode == 1 and "Error:" in refused.stderr
+    assert user("images", "-q").stdout.strip()
+    user("image", "prune", "-a", "-f")
+    assert user("images", "-q").stdout.strip(), "prune -a removed an image in use"
+    user("rm", "keeper")
+    user("rmi", "busybox")

@@ -25,10 +25,11 @@ from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 def service(options: argparse.Namespace) -> Any:
     """The container service of the chosen root and run root."""
+    from dockyard.cli.images import registries
     from dockyard.engine.containers import ContainerService
 
     return ContainerService(options.root, options.runroot,
-                            storage_driver=options.storage_driver)
+                            storage_driver=options.storage_driver, registries=registries())
 
 
 def _daemon_error(e: DockyardError) -> int:

@@ -16,14 +16,24 @@ from dockyard.images import reference as references
 from dockyard.images.registry import credentials
 
 
-def service(options: argparse.Namespace) -> Any:
-    """The image service of the chosen root."""
-    from dockyard.engine.images import ImageService, RegistryOptions
+def registries() -> Any:
+    """How registries are reached: ``$DOCKYARD_INSECURE_REGISTRIES`` lists the hosts
+    spoken to over plain HTTP besides loopback ones."""
+    from dockyard.engine.images import RegistryOptions
 
     insecure = frozenset(filter(None, os.environ.get("DOCKYARD_INSECURE_REGISTRIES",
                                                      "").split(",")))
-    return ImageService(options.root, storage_driver=options.storage_driver,
-                        registries=RegistryOptions(insecure=insecure))
+    return RegistryOptions(insecure=insecure)
+
+
+def service(options: argparse.Namespace) -> Any:
+    """The image service of the chosen root; it knows which images containers use, so
+    that ``rmi`` and ``image prune`` leave those alone."""
+    from dockyard.engine.containers import ContainerService
+
+    return ContainerService(options.root, options.runroot,
+                            storage_driver=options.storage_driver,
+                            registries=registries()).images
 
 
 def _progress(quiet: bool) -> Callable[[Any], None]:

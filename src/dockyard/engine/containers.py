@@ -53,12 +53,15 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.engine.config import ContainerConfig, HostConfig, parse_bind
 from dockyard.engine.db import Database
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.linux import syscalls as sc
+
+if TYPE_CHECKING:
+    from dockyard.engine.images import RegistryOptions
 
 __all__ = ["UNKNOWN_EXIT_CODE", "ContainerService", "LogEntry"]
 
@@ -150,7 +153,8 @@ class ContainerService:
     """
 
     def __init__(self, root: str, runroot: str, *, storage_driver: str | None = None,
-                 runtime: str | None = None) -> None:
+                 runtime: str | None = None, registries: RegistryOptions | None = None
+                 ) -> None:
         from dockyard.engine.images import ImageService
 
         if runtime is not None:
@@ -159,7 +163,7 @@ class ContainerService:
         self.root = os.path.abspath(root)
         self.runroot = os.path.abspath(runroot)
         self.images = ImageService(self.root, storage_driver=storage_driver,
-                                   in_use=self.image_in_use)
+                                   registries=registries, in_use=self.image_in_use)
         self.db: Database = self.images.db
         self.runtime_root = os.path.join(self.runroot, "runtime")
         self._attached: set[str] = set()  # see run()
