@@ -4,8 +4,7 @@
 #   sudo ./install.sh            install everything, build the busybox image, run a container
 #   sudo ./install.sh --no-run   install only (what ./run-tests.sh uses on a fresh clone)
 #
-# Idempotent: run it again at any time. DOCKYARD_RUNTIME=/usr/sbin/runc runs the demo
-# with another runc-compatible runtime.
+# Idempotent: run it again at any time.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,34 +55,5 @@ sha256sum "$repo/pyproject.toml" "$repo/install.sh" >"$venv/.dockyard-installed"
 echo "==> dockyard image bootstrap busybox"
 "$venv/bin/dockyard" image bootstrap busybox
 
-# A busybox bundle made with shell tools only, so the quick start does not depend on
-# the test helpers (tests/bundles.py builds its own).
-echo "==> busybox bundle"
-runtime=${DOCKYARD_RUNTIME:-$venv/bin/dockyard-runtime}
-bundle=/var/lib/dockyard/bundles/busybox
-rootfs=$bundle/rootfs
-rm -rf "$bundle"
-mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,root,proc,sys,dev,tmp}
-chmod 1777 "$rootfs/tmp"
-cp /usr/bin/busybox "$rootfs/bin/busybox"
-# Inside the rootfs, busybox puts each applet's symlink where it belongs (bin/sh,
-# usr/bin/env...), all pointing at /bin/busybox.
-chroot "$rootfs" /bin/busybox --install -s
-printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' \
-    'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$rootfs/etc/passwd"
-printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$rootfs/etc/group"
-"$runtime" spec --bundle "$bundle"
-# No terminal: the demo's output goes straight to this script's stdout.
-"$venv/bin/python" - "$bundle/config.json" <<'EOF'
-import json, sys
-path = sys.argv[1]
-with open(path) as f:
-    spec = json.load(f)
-spec["process"]["terminal"] = False
-spec["process"]["args"] = ["echo", "hello from dockyard"]
-with open(path, "w") as f:
-    json.dump(spec, f, indent=2)
-EOF
-
-echo "==> $(basename "$runtime") run --bundle $bundle quickstart-$$"
-"$runtime" run --bundle "$bundle" "quickstart-$$"
+echo "==> dockyard run --rm busybox echo hello from dockyard"
+"$venv/bin/dockyard" run --rm busybox echo hello from dockyard
