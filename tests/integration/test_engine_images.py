@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -246,6 +247,79 @@ def test_a_layer_that_does_not_match_its_diff_id_is_refused(service: ImageServic
         service.add_image(forged, liar.config, ["forged:latest"])
     assert service.list() == []
     assert [s for s in service.snapshots.walk() if s.kind.value == "committed"] == []
+
+
+def test_a_failed_unpack_leaves_no_staged_layer(service: ImageService) -> None:
+    layers = [layer({f"d{i}/f": bytes([i]) * 100_000}) for i in range(4)]
+    good = build_image(layers)
+    liar = build_image([*layers[:2], layer({"d2/f": b"lie"}), layers[3]])
+    forged = good.manifest.replace(good.id.encode(), liar.id.encode()).replace(
+        str(len(good.config)).encode(), str(len(liar.config)).encode())
+    for desc, data in good.layers:
+        with service.content.writer(desc.digest, desc.size) as writer:
+            writer.write(data)
+            writer.commit()
+    with pytest.raises(InvalidArgument, match=r"unpacks to .* but the image config says"):
+        service.add_image(forged, liar.config, ["forged:latest"])
+    assert service.list() == []
+    snapshots = Path(service.snapshots.root) / "snapshots"
+    assert [n for n in os.listdir(snapshots) if n.startswith("staging-")] == []
+    service.collect()
+    assert list(service.snapshots.walk()) == [] and os.listdir(snapshots) == []
+
+
+def raw_layer(entries: list[tuple[str, bytes | str | None, int]]) -> bytes:
+    """A gzip layer of (name, content, mode): bytes a file, '>target' a hard link, None a
+    directory; parent directories are listed only when given."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, value, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if value is None:
+                info.type = tarfile.DIRTYPE
+            elif isinstance(value, str):
+                info.type, info.linkname = tarfile.LNKTYPE, value.lstrip(">")
+            else:
+                info.size = len(value)
+            tf.addfile(info, io.BytesIO(value) if isinstance(value, bytes) else None)
+    return gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
+
+
+def test_layers_that_need_the_layers_below_are_unpacked_over_them(
+        service: ImageService, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = build_image([
+        raw_layer([("bin", None, 0o755), ("bin/busybox", b"bb", 0o755),
+                   ("tmp", None, 0o1777)]),
+        # A hard link to a file of the layer below: copied up from there.
+        raw_layer([("bin", None, 0o755), ("bin/ls", ">bin/busybox", 0o755)]),
+        # tmp is not listed: its copy-up keeps the mode below, not a new dir's 0755.
+        raw_layer([("tmp/cache/x", b"x", 0o644)]),
+        # usr is not listed either, and nothing below has it: unpacked apart all right.
+        raw_layer([("usr/local/y", b"y", 0o644)]),
+    ])
+    over_parents: list[str] = []
+    unpack_over_parent = ImageService._unpack_over_parent
+
+    def counted(self: ImageService, desc: Descriptor, *args: Any) -> int:
+        over_parents.append(desc.digest)
+        return unpack_over_parent(self, desc, *args)
+
+    monkeypatch.setattr(ImageService, "_unpack_over_parent", counted)
+    image_id = add(service, image, "needs:below")
+    with mounted_image(service, image_id) as root:
+        assert (root / "bin/ls").stat().st_ino == (root / "bin/busybox").stat().st_ino
+        assert (root / "bin/ls").read_bytes() == b"bb"
+        assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
+        assert (root / "tmp/cache/x").read_bytes() == b"x"
+        assert (root / "usr/local/y").read_bytes() == b"y"
+    # overlay unpacks the others apart, vfs every layer over the one below.
+    digests = [desc.digest for desc, _ in image.layers]
+    expected = digests[1:3] if service.snapshots.stores_diffs else digests
+    assert over_parents == expected
+    assert service.check() == []
+    snapshots = Path(service.snapshots.root) / "snapshots"
+    assert [n for n in os.listdir(snapshots) if n.startswith("staging-")] == []
 
 
 def test_state_survives_a_new_service_and_the_schema_is_versioned(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import bundles
-from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.storage.layers import apply_layer
 from dockyard.storage.snapshots import (
     Kind,
@@ -241,3 +241,57 @@ def test_choose_probes_the_kernel(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         choose(str(tmp_path), "zfs")
     assert [p.name for p in tmp_path.iterdir()] == ["overlay"]
+
+
+def test_adopt_commits_a_staged_layer_over_its_parent(snapshotter, layer, mounted) -> None:
+    if not snapshotter.stores_diffs:
+        staged = snapshotter.stage()
+        with pytest.raises(Unavailable):
+            snapshotter.adopt("l2", None, staged)
+        return
+    layer("l1", None, {"etc": None, "etc/os-release": b"base", "gone": b"g"})
+    staged = snapshotter.stage()
+    # A layer in the overlay form, made before its parent is looked at.
+    apply_layer(io.BytesIO(tar_of({"etc": None, "etc/app": b"app", ".wh.gone": b""})),
+                staged, whiteout_mode="overlay")
+    snapshotter.adopt("l2", "l1", staged)
+    assert not os.path.exists(staged)
+    info = snapshotter.stat("l2")
+    assert (info.kind, info.parent) == (Kind.COMMITTED, "l1")
+    assert snapshotter.layers("l2") == [
+        os.path.join(snapshotter.root, "snapshots", n, "fs") for n in ("2", "1")]
+    snapshotter.prepare("ctr", "l2")
+    with mounted("ctr") as root:
+        assert sorted(p.name for p in root.iterdir()) == ["etc"]
+        assert (root / "etc/app").read_bytes() == b"app"
+        assert (root / "etc/os-release").read_bytes() == b"base"
+    assert snapshotter.usage("l2").inodes == 4  # fs, etc, etc/app, the whiteout
+
+    other = snapshotter.stage()
+    with pytest.raises(Conflict):
+        snapshotter.adopt("l2", "l1", other)
+    with pytest.raises(InvalidArgument):
+        snapshotter.adopt("l3", "ctr", other)
+    with pytest.raises(NotFound):
+        snapshotter.adopt("l3", "missing", other)
+    elsewhere = Path(snapshotter.root).parent / "staging-1-x"
+    elsewhere.mkdir()
+    with pytest.raises(InvalidArgument, match="stage"):
+        snapshotter.adopt("l3", "l1", str(elsewhere))
+    snapshotter.adopt("l3", None, other)  # refusals leave the staged tree usable
+    (own,) = snapshotter.layers("l3")
+    assert own not in snapshotter.layers("l2") and os.listdir(own) == []
+    with pytest.raises(Conflict):
+        snapshotter.layers("ctr")
+
+
+def test_cleanup_removes_the_staging_of_dead_processes_only(snapshotter) -> None:
+    mine = snapshotter.stage()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(snapshotter.root) / "snapshots" / f"staging-{dead.pid}-0123abcd"
+    left.mkdir()
+    (left / "half-written").write_bytes(b"x")
+    assert snapshotter.cleanup() == [left.name]
+    assert not left.exists()
+    assert os.path.isdir(mine)

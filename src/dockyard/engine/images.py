@@ -13,9 +13,12 @@ A pull, as containerd and moby do it:
     fetch     the config, then the layer blobs, a few at a time (``max_downloads``),
               streamed into the content store, hashed as they arrive and resumed from a
               partial ingest left by an interrupted pull
-    unpack    each layer in order, as soon as it and those below it are in: into a new
-              active snapshot over its parent, its DiffID checked against the config,
-              committed under its ChainID (an image sharing the layers finds it there)
+    unpack    each layer, its DiffID checked against the config, committed under its
+              ChainID (an image sharing the layers finds it there). On overlay, where a
+              layer's directory holds only its own changes, a few layers at once, each
+              as soon as its blob is in, into a staging directory, then adopted in
+              order; on vfs (and for a layer that needs the layers below it), in order
+              into a new active snapshot over its parent, then committed
     record    the image, its tags and its layers in one transaction, last
 
 So a pull killed at any point has recorded nothing: the image is absent, not broken.
@@ -35,12 +38,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from dockyard.engine.db import Database
 from dockyard.engine.progress import Event, Progress, Status, short_id
@@ -68,7 +72,13 @@ from dockyard.oci.image import (
     parse_any,
 )
 from dockyard.storage.content import ContentStore
-from dockyard.storage.layers import apply_layer
+from dockyard.storage.durable import pid_alive
+from dockyard.storage.layers import (
+    Assumptions,
+    LowerLayersNeeded,
+    apply_layer,
+    apply_layer_apart,
+)
 from dockyard.storage.snapshots import Kind, Mount, Snapshotter, choose
 
 _CHUNK = 1 << 20
@@ -190,6 +200,15 @@ class _Pulled:
     source: tuple[str, str] | None  # (registry, repository) the blobs came from
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A layer unpacked apart from the layers below it, waiting to be adopted."""
+
+    directory: str
+    size: int
+    assumptions: Assumptions
+
+
 def _timestamp(created: str | None) -> float:
     """Unix time of an RFC 3339 ``created``; 0 when absent or unreadable.
 
@@ -223,14 +242,10 @@ def _familiar(name: str) -> str:
     return references.parse(name).familiar()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _check_diff_id(desc: Descriptor, got: str, diff_id: str) -> None:
+    if got != diff_id:
+        raise InvalidArgument(f"layer {desc.digest} unpacks to {got}, but the image "
+                              f"config says {diff_id}: the image is corrupt")
 
 
 def _apply_target(mounts: Sequence[Mount]) -> tuple[str, list[str]]:
@@ -373,36 +388,84 @@ class ImageService:
 
     def _fetch_layers(self, client: Any, repo: str, manifest: Manifest, config: ImageConfig,
                       lease: _Lease, report: _Reporter) -> list[Digest]:
-        """Download the layers concurrently and unpack each in order as soon as it is in;
-        return their ChainIDs."""
+        """Download the layers the store lacks and unpack them all; return their
+        ChainIDs."""
         chains = chain_ids(config.rootfs.diff_ids)
-        stop = threading.Event()
-        workers = max(1, self.registries.max_downloads)
-        futures: list[Future[None] | None] = []
-        with ThreadPoolExecutor(workers, thread_name_prefix="pull") as pool:
-            try:
-                for desc, chain in zip(manifest.layers, chains, strict=True):
-                    lease.hold("blob", desc.digest)
-                    lease.hold("snapshot", chain)
-                    if self.content.exists(desc.digest):
-                        futures.append(None)
-                        continue
-                    report(Event(short_id(desc.digest), Status.WAITING))
-                    futures.append(pool.submit(self._download, client, repo, desc, report,
-                                               stop))
-                for position, (desc, future) in enumerate(zip(manifest.layers, futures,
-                                                              strict=True)):
-                    if future is not None:
-                        future.result()
-                    self._unpack(desc, config.rootfs.diff_ids[position], chains, position,
-                                 report, downloaded=future is not None)
-            except BaseException:
-                # Downloads in flight stop at their next chunk; their ingests stay for
-                # the next pull to resume.
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        for desc, chain in zip(manifest.layers, chains, strict=True):
+            lease.hold("blob", desc.digest)
+            lease.hold("snapshot", chain)
+        self._unpack_layers(manifest.layers, config.rootfs.diff_ids, chains, report,
+                            lambda desc, stop: self._download(client, repo, desc, report,
+                                                              stop))
         return chains
+
+    def _unpack_layers(self, layers: Sequence[Descriptor], diff_ids: Sequence[str],
+                       chains: Sequence[Digest], report: Callable[[Event], None],
+                       download: Callable[[Descriptor, threading.Event], None] | None = None
+                       ) -> None:
+        """Unpack each layer as the committed snapshot of its ChainID and record it;
+        ``download`` first fetches the blobs the store lacks, ``max_downloads`` at once.
+
+        Where a snapshot holds only its own changes (overlay), a layer can be unpacked
+        before the layers below it: each is unpacked apart into a staging directory as
+        soon as its blob is in, ``os.cpu_count()`` at once (inflating, hashing and
+        writing release the GIL), and the staged layers are adopted in order. Otherwise
+        (vfs, or a layer that needs the layers below), a layer is unpacked in order over
+        its committed parent, as soon as it and those below it are in.
+        """
+        apart = self.snapshots.stores_diffs
+        stop = threading.Event()
+        # Every staging started, so that a failed pull removes those it did not adopt.
+        started: list[Future[_Staged | None]] = []
+
+        with ThreadPoolExecutor(max(1, self.registries.max_downloads),
+                                thread_name_prefix="pull") as fetchers, \
+                ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="unpack") as unpackers:
+
+            def stage(position: int) -> Future[_Staged | None] | None:
+                if not apart or self._committed(chains[position]):
+                    return None
+                future = unpackers.submit(self._stage, layers[position], diff_ids[position],
+                                          report)
+                started.append(future)
+                return future
+
+            def fetch_then_stage(position: int) -> Future[_Staged | None] | None:
+                assert download is not None
+                download(layers[position], stop)
+                return None if stop.is_set() else stage(position)
+
+            # Per layer: its download, which starts its staging (None: the blob is in the
+            # store), or its staging started at once.
+            fetching: list[Future[Future[_Staged | None] | None] | None] = []
+            staging: list[Future[_Staged | None] | None] = []
+            try:
+                for position, desc in enumerate(layers):
+                    if download is not None and not self.content.exists(desc.digest):
+                        report(Event(short_id(desc.digest), Status.WAITING))
+                        fetching.append(fetchers.submit(fetch_then_stage, position))
+                        staging.append(None)
+                    else:
+                        fetching.append(None)
+                        staging.append(stage(position))
+                for position, desc in enumerate(layers):
+                    fetched = fetching[position]
+                    started_at = fetched.result() if fetched is not None else staging[position]
+                    self._unpack(desc, diff_ids[position], chains, position, report,
+                                 downloaded=fetched is not None,
+                                 staged=started_at.result() if started_at is not None else None)
+            except BaseException:
+                # Downloads in flight stop at their next chunk (their ingests stay for the
+                # next pull to resume); stagings in flight finish, then what was staged and
+                # not adopted goes (an adopted one was moved: its path is gone).
+                stop.set()
+                fetchers.shutdown(wait=True, cancel_futures=True)
+                unpackers.shutdown(wait=True, cancel_futures=True)
+                for future in started:
+                    if (not future.cancelled() and future.exception() is None
+                            and (staged := future.result()) is not None):
+                        shutil.rmtree(staged.directory, ignore_errors=True)
+                raise
 
     def _committed(self, key: str) -> bool:
         try:
@@ -410,28 +473,78 @@ class ImageService:
         except NotFound:
             return False
 
+    def _stage(self, desc: Descriptor, diff_id: str,
+               report: Callable[[Event], None]) -> _Staged | None:
+        """Unpack a layer apart from the layers below it into a staging directory; None
+        when an entry needs them (a hard link to a file only they have): the layer is
+        then unpacked in order. Found out while unpacking, not by a look at the layer
+        first: that would inflate every layer twice, where this costs only the part
+        done, and only for such a layer."""
+        directory = self.snapshots.stage()
+        try:
+            with self._layer_stream(desc, report) as stream:
+                got, size, assumptions = apply_layer_apart(stream, directory,
+                                                           media_type=desc.media_type)
+            _check_diff_id(desc, got, diff_id)
+            return _Staged(directory, size, assumptions)
+        except BaseException as error:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(error, LowerLayersNeeded):
+                return None
+            raise
+
+    @contextlib.contextmanager
+    def _layer_stream(self, desc: Descriptor,
+                      report: Callable[[Event], None]) -> Iterator[BinaryIO]:
+        """The layer's blob, reporting the extraction's progress as it is read."""
+        sid = short_id(desc.digest)
+        with self.content.open(desc.digest) as blob:
+            # A stream by duck typing: it has what apply_layer reads through.
+            yield cast(BinaryIO, _Counting(blob, lambda n: report(
+                Event(sid, Status.EXTRACTING, n, desc.size))))
+
     def _unpack(self, desc: Descriptor, diff_id: str, chains: Sequence[Digest], position: int,
-                report: Callable[[Event], None], *, downloaded: bool = True) -> None:
-        """Unpack the layer ``position`` as the committed snapshot of its ChainID, unless
-        there is one already; record it in ``layers``."""
+                report: Callable[[Event], None], *, downloaded: bool = True,
+                staged: _Staged | None = None) -> None:
+        """Make the committed snapshot of the layer ``position``'s ChainID, unless there is
+        one already: adopt ``staged`` if it is what unpacking over the layers below
+        makes, else unpack the layer into an active snapshot over its parent and commit
+        that. Record it in ``layers``."""
         sid = short_id(desc.digest)
         chain = chains[position]
         parent = chains[position - 1] if position else None
-        if self._committed(chain):
-            report(Event(sid, Status.PULL_COMPLETE if downloaded else Status.ALREADY_EXISTS))
-            self._record_layer(chain, diff_id, parent, None)
-            return
+        if staged is not None and staged.assumptions.hold(
+                staged.directory, self.snapshots.layers(parent) if parent else []):
+            size = staged.size
+            try:
+                self.snapshots.adopt(chain, parent, staged.directory)
+            except Conflict:
+                # Another pull committed the same layer meanwhile: use theirs.
+                shutil.rmtree(staged.directory, ignore_errors=True)
+        else:
+            if staged is not None:
+                # A directory it does not list is not what the layers below have.
+                shutil.rmtree(staged.directory, ignore_errors=True)
+            if self._committed(chain):
+                report(Event(sid, Status.PULL_COMPLETE if downloaded
+                             else Status.ALREADY_EXISTS))
+                self._record_layer(chain, diff_id, parent, None)
+                return
+            size = self._unpack_over_parent(desc, diff_id, chain, parent, report)
+        self._record_layer(chain, diff_id, parent, size)
+        report(Event(sid, Status.PULL_COMPLETE))
+
+    def _unpack_over_parent(self, desc: Descriptor, diff_id: str, chain: str,
+                            parent: str | None, report: Callable[[Event], None]) -> int:
+        """Unpack the layer into a new active snapshot over ``parent`` and commit it as
+        ``chain``; return the layer's size."""
         key = f"{_EXTRACT_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         target, lowers = _apply_target(self.snapshots.prepare(key, parent))
         try:
-            with self.content.open(desc.digest) as blob:
-                counted = _Counting(blob, lambda n: report(
-                    Event(sid, Status.EXTRACTING, n, desc.size)))
-                got, size = apply_layer(counted, target, media_type=desc.media_type,  # type: ignore[arg-type]
+            with self._layer_stream(desc, report) as stream:
+                got, size = apply_layer(stream, target, media_type=desc.media_type,
                                         whiteout_mode=self._whiteouts(), lowers=lowers)
-            if got != diff_id:
-                raise InvalidArgument(f"layer {desc.digest} unpacks to {got}, but the image "
-                                      f"config says {diff_id}: the image is corrupt")
+            _check_diff_id(desc, got, diff_id)
             try:
                 self.snapshots.commit(chain, key)
             except Conflict:
@@ -441,8 +554,7 @@ class ImageService:
             with contextlib.suppress(DockyardError, OSError):
                 self.snapshots.remove(key)
             raise
-        self._record_layer(chain, diff_id, parent, size)
-        report(Event(sid, Status.PULL_COMPLETE))
+        return size
 
     def _whiteouts(self) -> str:
         return "overlay" if self.snapshots.driver == "overlay" else "vfs"
@@ -536,10 +648,10 @@ class ImageService:
             self._put(config_data, config_digest, lease)
             self._put(manifest_data, manifest_digest, lease)
             chains = chain_ids(config.rootfs.diff_ids)
-            for position, desc in enumerate(manifest.layers):
-                lease.hold("snapshot", chains[position])
-                self._unpack(desc, config.rootfs.diff_ids[position], chains, position,
-                             lambda event: None)
+            for chain in chains:
+                lease.hold("snapshot", chain)
+            self._unpack_layers(manifest.layers, config.rootfs.diff_ids, chains,
+                                lambda event: None)
             return self._store_image(_Pulled(
                 manifest_data, manifest_digest,
                 media_type or manifest.media_type or "application/vnd.oci.image.manifest.v1+json",
@@ -789,7 +901,7 @@ class ImageService:
         reclaimed = 0
         with self.db.transaction() as conn:
             for row in conn.execute("SELECT id, pid FROM leases").fetchall():
-                if not _pid_alive(row["pid"]):
+                if not pid_alive(row["pid"]):
                     conn.execute("DELETE FROM leases WHERE id = ?", (row["id"],))
             held = {(row[0], row[1]) for row in conn.execute(
                 "SELECT kind, ref FROM lease_resources")}
@@ -819,7 +931,7 @@ class ImageService:
                 else:
                     pid = info.name.removeprefix(_EXTRACT_PREFIX).partition("-")[0]
                     garbage = (info.name.startswith(_EXTRACT_PREFIX) and pid.isdigit()
-                               and not _pid_alive(int(pid)))
+                               and not pid_alive(int(pid)))
                 if not garbage:
                     continue
                 with contextlib.suppress(Conflict, NotFound):

@@ -1,5 +1,6 @@
 """Writes that survive a crash: a file is replaced whole or not at all, and a rename is
-made durable by an fsync of its directory (ARCHITECTURE.md: "State is durable")."""
+made durable by an fsync of its directory (ARCHITECTURE.md: "State is durable"); and
+telling what a crashed process left from what a running one is still using."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["fsync_dir", "replace_file"]
+__all__ = ["fsync_dir", "pid_alive", "replace_file"]
 
 
 def fsync_dir(path: str) -> None:
@@ -41,3 +42,15 @@ def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(directory)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether the process ``pid`` runs: what it named after itself (a lease, a staging
+    directory) is still in use. A reused pid keeps leftovers a while longer, no worse."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -32,6 +32,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 from dockyard.errors import InvalidArgument
@@ -49,6 +50,78 @@ _XATTR_PAX = "SCHILY.xattr."
 _CHUNK = 1 << 20
 _BENEATH = sc.RESOLVE_BENEATH | sc.RESOLVE_NO_MAGICLINKS
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY
+
+
+class LowerLayersNeeded(Exception):
+    """``apply_layer_apart`` met an entry it cannot write without the layers below: a
+    hard link whose target only they have, or the opaque marker of a directory the tar
+    does not list. What it wrote is incomplete: apply the layer with them instead."""
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """What ``apply_layer_apart`` took for granted about the layers below.
+
+    A directory that an entry needs and the tar does not list is, in the overlay form,
+    copied up from the layers below when they have it, else made 0755 by the applier.
+    Apart from them it is made 0755, and ``directories`` names each (as a path in the
+    root, with whether a later entry listed it after all, which then gave its owner and
+    mode). Once the layers below are there, ``hold`` tells whether that made the same.
+    """
+
+    directories: dict[str, bool]
+
+    def hold(self, root: str, lowers: Sequence[str]) -> bool:
+        """Whether ``root``, unpacked apart, is what ``apply_layer`` would have made over
+        ``lowers`` (topmost first): every assumed directory either is not a directory
+        there or has the owner, mode (unless the tar listed it) and xattrs it has here.
+        False for a lower symlink, which the overlay form refuses, and for a lower path
+        it refuses: applied over them, the layer fails as it should."""
+        if not self.directories:
+            return True
+        root_fd = os.open(root, _DIR_FLAGS | os.O_CLOEXEC)
+        lower_fds = [os.open(p, _DIR_FLAGS | os.O_CLOEXEC) for p in lowers]
+        lookup = _Applier(root_fd, "overlay", lower_fds)
+        try:
+            return all(self._holds(lookup, rel, listed)
+                       for rel, listed in self.directories.items())
+        except InvalidArgument:
+            return False
+        finally:
+            for fd in [root_fd, *lower_fds]:
+                os.close(fd)
+
+    @staticmethod
+    def _holds(lookup: _Applier, rel: str, listed: bool) -> bool:
+        try:
+            made = sc.openat2(lookup.root_fd, rel, _DIR_FLAGS | os.O_NOFOLLOW,
+                              resolve=_BENEATH)
+        except OSError:
+            return True  # removed or replaced by a later entry: nothing of it is left
+        try:
+            made_st = os.fstat(made)
+            made_xattrs = tree.read_xattrs(made, ".", tree.not_overlay_xattr)
+        finally:
+            os.close(made)
+        below = lookup.lower_lookup(rel.split("/"), rel)
+        if below is None:
+            return True
+        lower_dir, st = below
+        try:
+            if stat.S_ISLNK(st.st_mode):
+                return False
+            if not stat.S_ISDIR(st.st_mode):
+                return True  # the applier makes a 0755 directory over it too
+            xattrs = tree.read_xattrs(lower_dir, rel.rpartition("/")[2],
+                                      tree.not_overlay_xattr)
+        finally:
+            os.close(lower_dir)
+        # A copy-up's xattrs stay under those of a later entry listing it: each key of
+        # the lower one must be here (the values are then the tar's either way).
+        if not xattrs.keys() <= made_xattrs.keys():
+            return False
+        return listed or (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
+            stat.S_IMODE(made_st.st_mode), made_st.st_uid, made_st.st_gid)
 
 
 def _split(name: str, what: str) -> list[str]:
@@ -80,12 +153,15 @@ def _is_whiteout_device(st: os.stat_result) -> bool:
 
 class _Applier:
     """The state of one ``apply_layer``: the root fd, the paths this layer made, the
-    directories whose mtimes wait for their children, a one-entry parent cache."""
+    directories whose mtimes wait for their children, a one-entry parent cache; apart
+    from the layers below (``lower_fds`` None), the directories assumed of them."""
 
-    def __init__(self, root_fd: int, mode: WhiteoutMode, lower_fds: Sequence[int]) -> None:
+    def __init__(self, root_fd: int, mode: WhiteoutMode,
+                 lower_fds: Sequence[int] | None) -> None:
         self.root_fd = root_fd
         self.mode = mode
         self.lower_fds = lower_fds
+        self.assumed: dict[str, bool] = {}
         self.created: set[str] = set()
         self.dir_mtimes: list[tuple[str, int]] = []
         # Entries come grouped by directory: keep the last parent open. It is dropped as
@@ -147,6 +223,13 @@ class _Applier:
         """A directory the tar did not list: as in the layers below when there is one (the
         overlay form must copy it up), else root's 0755."""
         name = parts[-1]
+        if self.lower_fds is None:
+            # Apart from the layers below: as if they did not have it, to be checked
+            # (``Assumptions.hold``) once they are there. Its mtime is the same either
+            # way: that of the child that made it needed, made next.
+            self.assumed["/".join(parts)] = False
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+            return
         below = self.lower_lookup(parts, entry)
         if below is not None and stat.S_ISDIR(below[1].st_mode):
             lower_dir, st = below
@@ -173,6 +256,8 @@ class _Applier:
     def lower_lookup(self, parts: list[str], entry: str) -> tuple[int, os.stat_result] | None:
         """The topmost lower layer that has ``parts``, as (an fd of its parent directory
         there, which the caller closes; its lstat); None if no layer shows it."""
+        if self.lower_fds is None:
+            raise LowerLayersNeeded(entry)  # only a copy-up gets here apart from them
         *above, name = parts
         for lower in self.lower_fds:
             try:
@@ -202,8 +287,13 @@ class _Applier:
         if marker.startswith(WHITEOUT_META_PREFIX):
             if marker != WHITEOUT_OPAQUE:
                 return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing to do
-            pfd = self.parent(above, entry, create=overlay)
+            # Apart from the layers below, an opaque directory the tar does not list would
+            # keep the mtime of its making, where its copy-up has theirs: not guessed.
+            apart = self.lower_fds is None
+            pfd = self.parent(above, entry, create=overlay and not apart)
             if pfd is None:
+                if overlay and apart:
+                    raise LowerLayersNeeded(entry)
                 return
             if overlay:
                 os.setxattr(pfd, OPAQUE_XATTR, b"y")
@@ -237,6 +327,8 @@ class _Applier:
         rel = "/".join(parts)
         name = parts[-1]
         self._touches_cache(rel)
+        if rel in self.assumed:
+            self.assumed[rel] = True  # listed after all: its owner and mode are the tar's
         link_target: list[str] = []
         if member.islnk():
             link_target = _split(member.linkname, f"hard link {member.name!r} to")
@@ -387,12 +479,33 @@ def apply_layer(stream: BinaryIO, root: str, *, media_type: str | None = None,
     A hostile entry raises ``InvalidArgument`` naming it, before anything is written
     outside ``root``; what the layer wrote inside ``root`` before it stays.
     """
+    digest, size, _ = _apply(stream, root, media_type, whiteout_mode, lowers)
+    return digest, size
+
+
+def apply_layer_apart(stream: BinaryIO, root: str, *,
+                      media_type: str | None = None) -> tuple[str, int, Assumptions]:
+    """``apply_layer`` in the overlay form before the layers below are there, so that
+    layers can be unpacked at once; return the diff ID, the size, and what was assumed
+    of them, for ``Assumptions.hold`` to check once they are there.
+
+    Only two things in a layer depend on the layers below: a directory the tar does
+    not list (made as if they lacked it, and assumed) and a hard link to a file of
+    theirs (``LowerLayersNeeded``, as is an unlisted opaque directory). Every other
+    entry is written as ``apply_layer`` writes it.
+    """
+    return _apply(stream, root, media_type, "overlay", None)
+
+
+def _apply(stream: BinaryIO, root: str, media_type: str | None, whiteout_mode: WhiteoutMode,
+           lowers: Sequence[str] | None) -> tuple[str, int, Assumptions]:
     if whiteout_mode not in ("overlay", "vfs"):
         raise InvalidArgument(f"unknown whiteout mode {whiteout_mode!r}: use overlay or vfs")
     reader = HashingReader(decompressed(stream, media_type))
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    lower_fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
-    applier = _Applier(root_fd, whiteout_mode, lower_fds)
+    lower_fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                 for p in lowers or ()]
+    applier = _Applier(root_fd, whiteout_mode, None if lowers is None else lower_fds)
     try:
         with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
                           encoding="utf-8", errors="surrogateescape") as tf:
@@ -406,7 +519,7 @@ def apply_layer(stream: BinaryIO, root: str, *, media_type: str | None = None,
         applier.close()
         for fd in [root_fd, *lower_fds]:
             os.close(fd)
-    return reader.digest, reader.size
+    return reader.digest, reader.size, Assumptions(applier.assumed)
 
 
 class _Differ:

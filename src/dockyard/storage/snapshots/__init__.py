@@ -15,9 +15,13 @@ On-disk layout (version 1) under a snapshotter's root::
                            replaced atomically (tmp file, fsync, rename)
     lock                   flock'd for the length of every change
     snapshots/<id>/        one per snapshot; numeric ids keep overlay mount options short
+    snapshots/staging-<pid>-<random>/
+                           a tree being filled by process <pid> for ``adopt`` (a driver
+                           whose snapshots hold only their own changes: overlay)
 
 A crash between making a snapshot's directory and recording it leaves a directory that no
-key names; ``cleanup()`` (and the next snapshot that would get the same id) removes it.
+key names; ``cleanup()`` (and the next snapshot that would get the same id) removes it,
+and the staging directories of processes that are gone.
 """
 
 from __future__ import annotations
@@ -27,17 +31,18 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.linux import syscalls as sc
-from dockyard.storage.durable import replace_file
+from dockyard.storage.durable import pid_alive, replace_file
 
 _FORMAT_VERSION = 1
 # mount(2) copies its data argument into one page: longer options are cut (EINVAL).
@@ -45,6 +50,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 _FLAG_OPTIONS = {"ro": sc.MS_RDONLY, "rw": 0, "bind": sc.MS_BIND,
                  "rbind": sc.MS_BIND | sc.MS_REC}
 _PATH_OPTIONS = ("lowerdir=", "upperdir=", "workdir=")
+_STAGING_PREFIX = "staging-"
 
 
 class Kind(StrEnum):
@@ -180,6 +186,10 @@ class Snapshotter(ABC):
     kept and mounted."""
 
     driver: str
+    #: Whether a committed snapshot's directory holds only its own changes (overlayfs's
+    #: upperdir form, whiteouts included) rather than the whole tree: then a layer can be
+    #: unpacked before its parent exists, into ``stage()``, and ``adopt``ed.
+    stores_diffs: ClassVar[bool] = False
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -220,6 +230,45 @@ class Snapshotter(ABC):
             meta["snapshots"][name] = {**record, "kind": Kind.COMMITTED.value}
             self._save(meta)
 
+    def stage(self) -> str:
+        """A new empty directory to fill with a snapshot's own files, then ``adopt``: in
+        the snapshotter's root, so adopting it is a rename, and named after this process,
+        so that ``cleanup()`` removes it once the process is gone (kill -9 included). The
+        caller removes it if it does not adopt it."""
+        path = os.path.join(self.root, "snapshots",
+                            f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+        os.mkdir(path, 0o755)  # the mode ``_populate`` gives a snapshot's own tree
+        return path
+
+    def adopt(self, name: str, parent: str | None, directory: str) -> None:
+        """Make ``directory`` (from ``stage()``, holding the snapshot's own files) the
+        committed snapshot ``name`` over the committed ``parent``. The directory is moved
+        into place, not copied; only a driver that ``stores_diffs`` takes one."""
+        if not self.stores_diffs:
+            raise Unavailable(f"the {self.driver} snapshotter keeps whole trees: prepare a "
+                              "snapshot over the parent and commit it instead")
+        staging = os.path.join(self.root, "snapshots")
+        if (os.path.dirname(os.path.abspath(directory)) != staging
+                or not os.path.basename(directory).startswith(_STAGING_PREFIX)):
+            raise InvalidArgument(f"{directory} was not made by stage() of {self.root}")
+        with self._locked() as meta:
+            record, snapshot = self._new(meta, name, parent, Kind.COMMITTED)
+            os.rename(directory, os.path.join(snapshot, "fs"))
+            meta["snapshots"][name] = record
+            self._save(meta)
+
+    def layers(self, key: str) -> list[str]:
+        """The directories whose files, topmost first, make the committed snapshot
+        ``key``: those of its chain where a snapshot holds only its own changes
+        (``stores_diffs``), else its own whole tree. Read them; never write."""
+        meta = self._load()
+        record = self._record(meta, key)
+        if record["kind"] != Kind.COMMITTED.value:
+            raise Conflict(f"snapshot {key!r} is a {record['kind']} snapshot: only a "
+                           "committed one has layers")
+        chain = self._chain(meta, key) if self.stores_diffs else [self._dir(record)]
+        return [os.path.join(d, "fs") for d in chain]
+
     def mounts(self, key: str) -> list[Mount]:
         """The mounts that show the active snapshot or view ``key``."""
         meta = self._load()
@@ -256,34 +305,41 @@ class Snapshotter(ABC):
         return disk_usage(self._dir(self._record(self._load(), key)))
 
     def cleanup(self) -> list[str]:
-        """Remove snapshot directories that no key names (left by a crash); return them."""
+        """Remove snapshot directories that no key names and staging directories whose
+        process is gone (left by a crash); return them."""
         with self._locked() as meta:
             known = {str(r["id"]) for r in meta["snapshots"].values()}
             base = os.path.join(self.root, "snapshots")
-            stale = sorted(set(os.listdir(base)) - known)
+            stale = sorted(name for name in set(os.listdir(base)) - known
+                           if not _staged_by_live_process(name))
             for name in stale:
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
         return stale
 
     # --- the metadata ---------------------------------------------------------------------
 
+    def _new(self, meta: dict[str, Any], key: str, parent: str | None,
+             kind: Kind) -> tuple[dict[str, Any], str]:
+        """The record of a new snapshot (not saved yet) and its fresh, empty directory."""
+        if key in meta["snapshots"]:
+            raise Conflict(f"snapshot {key!r} exists already")
+        if parent is not None:
+            parent_record = self._record(meta, parent)
+            if parent_record["kind"] != Kind.COMMITTED.value:
+                raise InvalidArgument(f"parent {parent!r} is not a committed snapshot: "
+                                      "commit it first")
+        ident = meta["next_id"]
+        meta["next_id"] = ident + 1
+        record = {"id": ident, "kind": kind.value, "parent": parent, "created": time.time()}
+        directory = self._dir(record)
+        # A directory by this id can only be the leftover of a crash before saving.
+        shutil.rmtree(directory, ignore_errors=True)
+        os.mkdir(directory, 0o700)
+        return record, directory
+
     def _create(self, key: str, parent: str | None, kind: Kind) -> list[Mount]:
         with self._locked() as meta:
-            if key in meta["snapshots"]:
-                raise Conflict(f"snapshot {key!r} exists already")
-            if parent is not None:
-                parent_record = self._record(meta, parent)
-                if parent_record["kind"] != Kind.COMMITTED.value:
-                    raise InvalidArgument(f"parent {parent!r} is not a committed snapshot: "
-                                          "commit it first")
-            ident = meta["next_id"]
-            meta["next_id"] = ident + 1
-            record = {"id": ident, "kind": kind.value, "parent": parent,
-                      "created": time.time()}
-            directory = self._dir(record)
-            # A directory by this id can only be the leftover of a crash before saving.
-            shutil.rmtree(directory, ignore_errors=True)
-            os.mkdir(directory, 0o700)
+            record, directory = self._new(meta, key, parent, kind)
             chain = self._chain(meta, parent)
             try:
                 self._populate(directory, kind, chain)
@@ -342,6 +398,12 @@ class Snapshotter(ABC):
             yield self._load()
         finally:
             os.close(fd)
+
+
+def _staged_by_live_process(name: str) -> bool:
+    """Whether ``name`` is a staging directory of a process still running."""
+    pid = name.removeprefix(_STAGING_PREFIX).partition("-")[0]
+    return name.startswith(_STAGING_PREFIX) and pid.isdigit() and pid_alive(int(pid))
 
 
 DRIVERS = ("overlay", "vfs")

@@ -6,6 +6,10 @@ An active snapshot mounts as ``overlay`` with its parents' ``fs`` as the lowerdi
 nearest first; with no parent it is a plain bind mount of ``fs``, and a view of one
 layer a read-only bind mount of it, as containerd does (overlayfs needs a lower layer,
 and two when it has no upper one).
+
+A layer's ``fs`` holds only its own changes, so it can be unpacked before its parent is
+there and ``adopt``ed: a committed snapshot made so has no ``work``, which only an
+active snapshot's mount uses.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class OverlaySnapshotter(Snapshotter):
     """Snapshots as overlayfs layers."""
 
     driver = "overlay"
+    stores_diffs = True
 
     def _populate(self, directory: str, kind: Kind, parents: list[str]) -> None:
         os.mkdir(os.path.join(directory, "fs"), 0o755)
