@@ -56,6 +56,16 @@ Schema version 2 adds::
                          create, which the next command cleans up)
         started_at, finished_at   RFC 3339 ("" when never)
         exit_code, oom_killed, error, restart_count   of the last run
+
+Schema version 3 adds::
+
+    volumes(name PK, driver, options, labels, created)
+        name             Docker's volume name (64 hex digits for an anonymous one)
+        driver           "local"
+        options, labels  JSON objects of strings: the driver's options as given
+        created          RFC 3339, in seconds (Docker's CreatedAt)
+    volume_refs(volume, ref)                     who has the volume mounted (a container
+                                                 ID): the last to release it unmounts it
 """
 
 from __future__ import annotations
@@ -154,6 +164,21 @@ MIGRATIONS: tuple[str, ...] = (
         restart_count INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX containers_by_image ON containers(image_id)
+    """,
+    # 2 -> 3: volumes.
+    """
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        options TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE volume_refs (
+        volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        PRIMARY KEY (volume, ref)
+    )
     """,
 )
 
