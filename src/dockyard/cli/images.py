@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from dockyard.cli.formatting import ago, format_rows, human_size
+from dockyard.cli.prompting import confirm, parse_filters
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as references
 from dockyard.images.registry import credentials
@@ -94,19 +95,9 @@ def push(options: argparse.Namespace, args: argparse.Namespace) -> int:
 # --- listing and inspecting ------------------------------------------------------------
 
 
-def _filters(values: list[str]) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
-    for value in values:
-        key, sep, wanted = value.partition("=")
-        if not sep:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {value}")
-        filters.setdefault(key.strip().lower(), []).append(wanted)
-    return filters
-
-
 def images(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker images`` / ``docker image ls``."""
-    filters = _filters(args.filter)
+    filters = parse_filters(args.filter)
     if args.repository:
         filters.setdefault("reference", []).append(args.repository)
     summaries = service(options).list(all=args.all, filters=filters)
@@ -201,7 +192,7 @@ def image_prune(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker image prune``."""
     what = "all images without at least one container associated to them" if args.all \
         else "all dangling images"
-    if not args.force and not _confirm(f"WARNING! This will remove {what}."):
+    if not args.force and not confirm(f"WARNING! This will remove {what}."):
         return 0
     deleted, reclaimed = service(options).prune(all=args.all)
     if deleted:
@@ -210,12 +201,6 @@ def image_prune(options: argparse.Namespace, args: argparse.Namespace) -> int:
         print()
     print(f"Total reclaimed space: {human_size(reclaimed)}")
     return 0
-
-
-def _confirm(warning: str) -> bool:
-    print(f"{warning}\nAre you sure you want to continue? [y/N] ", end="", flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
 
 
 # --- archives and base images ----------------------------------------------------------

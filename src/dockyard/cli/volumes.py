@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from dockyard.cli.formatting import format_rows, human_size, render
-from dockyard.cli.images import _confirm, _filters
+from dockyard.cli.prompting import confirm, parse_filters
 from dockyard.engine.volumes import VolumeService
 from dockyard.errors import DockyardError, InvalidArgument
 
@@ -37,7 +37,7 @@ def volume_create(options: argparse.Namespace, args: argparse.Namespace) -> int:
 
 def volume_ls(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker volume ls``."""
-    volumes = service(options).ls(_filters(args.filter))
+    volumes = service(options).ls(parse_filters(args.filter))
     if args.quiet:
         for volume in volumes:
             print(volume["Name"])
@@ -89,10 +89,10 @@ def volume_rm(options: argparse.Namespace, args: argparse.Namespace) -> int:
 def volume_prune(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker volume prune``: anonymous volumes no container uses, or all with -a."""
     what = "all local volumes" if args.all else "anonymous local volumes"
-    if not args.force and not _confirm(f"WARNING! This will remove {what} not used by at "
+    if not args.force and not confirm(f"WARNING! This will remove {what} not used by at "
                                        "least one container."):
         return 0
-    deleted, reclaimed = service(options).prune(all=args.all, filters=_filters(args.filter))
+    deleted, reclaimed = service(options).prune(all=args.all, filters=parse_filters(args.filter))
     if deleted:
         print("Deleted Volumes:")
         print("\n".join(deleted))

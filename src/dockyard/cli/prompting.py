@@ -1,0 +1,25 @@
+"""Command-line input shared by the commands: ``--filter`` values and confirmations."""
+
+from __future__ import annotations
+
+import sys
+
+from dockyard.errors import InvalidArgument
+
+
+def parse_filters(values: list[str]) -> dict[str, list[str]]:
+    """``--filter key=value`` flags, grouped by key as the engine takes them."""
+    filters: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {value}")
+        filters.setdefault(key.strip().lower(), []).append(wanted)
+    return filters
+
+
+def confirm(warning: str) -> bool:
+    """Docker's ``[y/N]`` question before a prune; anything but yes is no."""
+    print(f"{warning}\nAre you sure you want to continue? [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
