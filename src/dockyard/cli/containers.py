@@ -13,14 +13,20 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from dockyard.errors import DockyardError, InvalidArgument, NotFound
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    import socket
+
+    from dockyard.runtime.terminal import DetachKeys
 
 
 def service(options: argparse.Namespace) -> Any:
@@ -56,8 +62,6 @@ _FLAG_FIELDS = (
 def _config(args: argparse.Namespace) -> tuple[Any, Any]:
     from dockyard.engine.options import RunFlags, to_config
 
-    if args.tty:
-        raise InvalidArgument("-t, --tty is not supported yet: run without a terminal")
     flags = RunFlags(image=args.image, command=list(args.command),
                      **{name: getattr(args, name) for name in _FLAG_FIELDS})
     return to_config(flags)
@@ -92,7 +96,10 @@ def _tagged(image: str) -> str:
 
 def run(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker run``."""
+    from dockyard.runtime.terminal import DetachKeys
+
     try:
+        keys = DetachKeys(args.detach_keys)
         config, host = _config(args)
     except DockyardError as e:
         print(f"dockyard: {e}.\nSee 'dockyard run --help'.", file=sys.stderr)
@@ -106,41 +113,139 @@ def run(options: argparse.Namespace, args: argparse.Namespace) -> int:
     if args.detach:
         print(cid)
         return 0
+    if args.tty and args.interactive:
+        return _attach_terminal(containers, cid, stdin=True, keys=keys, remove=bool(args.rm))
+    # Without a terminal to type in, the output comes from the log, which has it all
+    # from the start (an attach connection made now could miss the first of it).
     return _attach_until_exit(containers, cid, interactive=bool(args.interactive),
-                              remove=bool(args.rm))
+                              remove=bool(args.rm), sig_proxy=args.sig_proxy and not args.tty)
 
 
-def _attach_until_exit(containers: Any, cid: str, *, interactive: bool,
-                       remove: bool) -> int:
-    """Print the container's output until it exits; its exit code."""
-    previous = {}
+@contextlib.contextmanager
+def _proxy_signals(containers: Any, cid: str, enabled: bool) -> Iterator[None]:
+    """Send SIGINT, SIGTERM and SIGHUP we get on to the container (``--sig-proxy``)."""
+    if not enabled:
+        yield
+        return
 
     def forward(signum: int, _frame: Any) -> None:
         with contextlib.suppress(DockyardError):
             containers.kill(cid, signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        previous[signum] = signal.signal(signum, forward)
-    if interactive:
-        _forward_stdin(containers, cid)
+    previous = {signum: signal.signal(signum, forward)
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        out, err = sys.stdout.buffer, sys.stderr.buffer
-        for entry in containers.logs(cid, follow=True):
-            stream = err if entry.stream == "stderr" else out
-            stream.write(entry.data)
-            stream.flush()
-        code = int(containers.wait(cid))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _attach_until_exit(containers: Any, cid: str, *, interactive: bool,
+                       remove: bool, sig_proxy: bool = True) -> int:
+    """Print the container's output until it exits; its exit code."""
+    try:
+        with _proxy_signals(containers, cid, sig_proxy):
+            if interactive:
+                _forward_stdin(containers, cid)
+            out, err = sys.stdout.buffer, sys.stderr.buffer
+            for entry in containers.logs(cid, follow=True):
+                stream = err if entry.stream == "stderr" else out
+                stream.write(entry.data)
+                stream.flush()
+            code = int(containers.wait(cid))
     except NotFound:
         code = 0  # removed meanwhile by someone else (--rm seen by another command)
     except DockyardError as e:
         return _daemon_error(e)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if remove:
         with contextlib.suppress(NotFound):
             containers.remove(cid, force=True)
     return code
+
+
+def _attach_terminal(containers: Any, cid: str, *, stdin: bool, keys: DetachKeys,
+                     remove: bool) -> int:
+    """``run -it``: our terminal on the container's, until it exits (its exit code) or
+    the user types the detach keys (0, and it runs on)."""
+    try:
+        sock = containers.attach(cid)
+    except Conflict:
+        sock = None  # it ended already: what it wrote is in the log
+    if sock is None:
+        for entry in containers.logs(cid):
+            sys.stdout.buffer.write(entry.data)
+        sys.stdout.flush()
+    else:
+        with sock:
+            if not _session(sock, stdin=stdin, tty=True, keys=keys):
+                return 0
+    try:
+        code = int(containers.wait(cid))
+    except NotFound:
+        return 0
+    if remove:
+        with contextlib.suppress(NotFound):
+            containers.remove(cid, force=True)
+    return code
+
+
+def _session(sock: socket.socket, *, stdin: bool, tty: bool, keys: DetachKeys) -> bool:
+    """Copy the monitor's output frames to our stdout and stderr and, with ``stdin``,
+    what we read to the container, until it exits (True) or the user types the
+    detach keys (False). With ``tty`` our terminal is raw and its size followed."""
+    from dockyard.runtime import monitor
+    from dockyard.runtime.terminal import on_resize, raw_mode, window_size
+
+    # SIGWINCH only writes to a pipe: a frame sent from the handler could land in the
+    # middle of another one.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+
+    def resize() -> None:
+        size = window_size(0, 1)
+        if size is not None:
+            request = {"op": "resize", "rows": size[0], "cols": size[1]}
+            monitor.send_frame(sock, monitor.Frame.CONTROL, json.dumps(request).encode())
+
+    def wake() -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(wake_w, b"w")
+
+    inputs = [sock, wake_r] + ([0] if stdin else [])
+    try:
+        with raw_mode(0) if tty and stdin else contextlib.nullcontext(False), \
+                on_resize(wake) if tty else contextlib.nullcontext():
+            if tty:
+                resize()
+            while True:
+                ready, _, _ = select.select(inputs, [], [])
+                if wake_r in ready:
+                    os.read(wake_r, 64)
+                    resize()
+                if sock in ready:
+                    frame = monitor.read_frame(sock)
+                    if frame is None or frame[0] == monitor.Frame.EXIT:
+                        return True
+                    if frame[0] in (monitor.Frame.STDOUT, monitor.Frame.STDERR):
+                        stream = sys.stderr if frame[0] == monitor.Frame.STDERR \
+                            else sys.stdout
+                        stream.buffer.write(frame[1])
+                        stream.buffer.flush()
+                if 0 in ready:
+                    typed = os.read(0, 65536)
+                    if not typed:  # the end of our input: an empty frame says so
+                        monitor.send_frame(sock, monitor.Frame.STDIN, b"")
+                        inputs.remove(0)
+                        continue
+                    data, detached = keys.feed(typed)
+                    if data:
+                        monitor.send_frame(sock, monitor.Frame.STDIN, data)
+                    if detached:
+                        return False
+    finally:
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def _forward_stdin(containers: Any, cid: str) -> None:
@@ -164,6 +269,79 @@ def _forward_stdin(containers: Any, cid: str) -> None:
                 pass
 
     threading.Thread(target=copy, daemon=True).start()
+
+
+def attach(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker attach``: our stdin, stdout and stderr on the running container's, until
+    it exits (its exit code) or the user types the detach keys."""
+    from dockyard.runtime.terminal import DetachKeys
+
+    keys = DetachKeys(args.detach_keys)
+    containers = service(options)
+    try:
+        cid = containers.resolve(args.container)
+        config = containers.inspect(cid)["Config"]
+        sock = containers.attach(cid)
+    except DockyardError as e:
+        print(f"Error response from daemon: {e}", file=sys.stderr)
+        return 1
+    tty = bool(config["Tty"])
+    with sock, _proxy_signals(containers, cid, args.sig_proxy and not tty):
+        if not _session(sock, stdin=bool(config["OpenStdin"]) and not args.no_stdin,
+                        tty=tty, keys=keys):
+            return 0
+    try:
+        return int(containers.wait(cid))
+    except NotFound:
+        return 0
+
+
+def exec_(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker exec``: the process's exit code; 126 or 127 when it cannot run."""
+    from dockyard.errors import CannotExecute, CommandNotFound
+    from dockyard.runtime.container import Runtime, Stdio
+    from dockyard.runtime.terminal import Terminal, window_size
+
+    if not args.command:
+        raise InvalidArgument('"dockyard exec" requires at least 2 arguments')
+    containers = service(options)
+    terminal = Terminal() if args.tty and not args.detach else None
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if args.detach:
+            stdio = Stdio(null, null, null)
+        else:
+            stdio = Stdio(0 if args.interactive else null, 1, 2)
+        env: list[str] = []
+        if args.env:  # engine.options costs ~25 ms to import: only when it is needed
+            from dockyard.engine.options import _env_value
+
+            env = [_env_value(entry) for entry in args.env]
+        pid_or_code = containers.exec(
+            args.container, args.command, user=args.user, env=env, workdir=args.workdir,
+            privileged=args.privileged, tty=args.tty, console_size=window_size(0, 1),
+            stdio=None if terminal else stdio,
+            console_socket=terminal.socket if terminal else None,
+            detach=args.detach or terminal is not None)
+        if args.detach:
+            return 0
+        if terminal is None:
+            return pid_or_code
+        # A terminal: the process runs; copy between it and us, then reap it.
+        terminal.receive()
+        terminal.proxy(pid_or_code, stdin=args.interactive)
+        return Runtime.reap(pid_or_code)
+    except (CannotExecute, CommandNotFound) as e:
+        print("OCI runtime exec failed: exec failed: unable to start container process: "
+              f"{e}: unknown", file=sys.stderr)
+        return e.exit_code
+    except DockyardError as e:
+        print(f"Error response from daemon: {e}", file=sys.stderr)
+        return 1
+    finally:
+        os.close(null)
+        if terminal is not None:
+            terminal.close()
 
 
 def create(options: argparse.Namespace, args: argparse.Namespace) -> int:
@@ -200,12 +378,17 @@ def _each(names: list[str], action: Callable[[str], Any]) -> int:
 
 def start(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker start``."""
+    from dockyard.runtime.terminal import DetachKeys
+
     containers = service(options)
     if args.attach:
         if len(args.containers) > 1:
             raise InvalidArgument("you cannot start and attach multiple containers at once")
         cid = containers.resolve(args.containers[0])
         containers.start(cid)
+        if containers.inspect(cid)["Config"]["Tty"]:
+            return _attach_terminal(containers, cid, stdin=args.interactive,
+                                    keys=DetachKeys(args.detach_keys), remove=False)
         return _attach_until_exit(containers, cid, interactive=args.interactive,
                                   remove=False)
 
@@ -421,6 +604,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     add("--pull", choices=("missing", "always", "never"), default="missing")
     add("-i", "--interactive", action="store_true")
     add("-t", "--tty", action="store_true")
+    _attach_flags(p)
     add("-e", "--env", **many)
     add("--env-file", **many)
     add("-l", "--label", **many)
@@ -476,12 +660,50 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     add("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
+def _detach_keys_flag(p: argparse.ArgumentParser) -> None:
+    from dockyard.runtime.terminal import DEFAULT_DETACH_KEYS
+
+    p.add_argument("--detach-keys", default=DEFAULT_DETACH_KEYS,
+                   help="the keys that leave the container running (ctrl-p,ctrl-q)")
+
+
+def _attach_flags(p: argparse.ArgumentParser) -> None:
+    _detach_keys_flag(p)
+    p.add_argument("--sig-proxy", type=_boolean, default=True, nargs="?", const=True,
+                   help="send the signals we get to the container (without -t)")
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+    return text.lower() in ("true", "1")
+
+
+def _attach_args(p: argparse.ArgumentParser) -> None:
+    _attach_flags(p)
+    p.add_argument("--no-stdin", action="store_true")
+    p.add_argument("container", metavar="CONTAINER")
+
+
+def _exec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-u", "--user")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
 def _names(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
 
 def _start_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--attach", action="store_true")
+    _detach_keys_flag(p)
     p.add_argument("-i", "--interactive", action="store_true")
     _names(p)
 
@@ -541,5 +763,5 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "run": _run_args, "create": _run_args, "start": _start_args, "stop": _stop_args,
     "kill": _kill_args, "rm": _rm_args, "wait": _names, "ps": _ps_args, "logs": _logs_args,
     "inspect": _inspect_args, "container-inspect": _one_kind_inspect_args,
-    "image-inspect": _one_kind_inspect_args,
+    "image-inspect": _one_kind_inspect_args, "exec": _exec_args, "attach": _attach_args,
 }

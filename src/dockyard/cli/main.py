@@ -61,6 +61,9 @@ COMMANDS: dict[str, Command] = {
     "wait": Command(_CONTAINERS, "Block until containers stop, then print their exit codes"),
     "ps": Command(_CONTAINERS, "List containers"),
     "logs": Command(_CONTAINERS, "Fetch the logs of a container"),
+    "exec": Command(_CONTAINERS, "Execute a command in a running container"),
+    "attach": Command(_CONTAINERS, "Attach local standard input, output, and error streams "
+                      "to a running container"),
     "container-inspect": Command(_CONTAINERS, "Display detailed information on containers"),
 }
 MANAGEMENT: dict[str, dict[str, str]] = {
@@ -72,7 +75,7 @@ MANAGEMENT: dict[str, dict[str, str]] = {
     "container": {"ls": "ps", "list": "ps", "ps": "ps", "run": "run", "create": "create",
                   "start": "start", "stop": "stop", "kill": "kill", "rm": "rm",
                   "remove": "rm", "wait": "wait", "logs": "logs",
-                  "inspect": "container-inspect"},
+                  "inspect": "container-inspect", "exec": "exec", "attach": "attach"},
 }
 
 

@@ -480,6 +480,95 @@ class ContainerService:
             raise NotFound(f"No such container: {id_or_name}")
         return int(info["exit_code"])
 
+    # --- exec and attach ------------------------------------------------------------
+
+    def _running(self, id_or_name: str) -> str:
+        """The full ID of a running container; Docker's Conflict when it is not."""
+        cid = self.resolve(id_or_name)
+        info = self._observe(self._row(cid))
+        if info is None:
+            raise NotFound(f"No such container: {id_or_name}")
+        if info["state"] != "running":
+            raise Conflict(f"container {cid} is not running")
+        return cid
+
+    def exec(self, id_or_name: str, command: Sequence[str], *, user: str | None = None,
+             env: Sequence[str] = (), workdir: str | None = None, privileged: bool = False,
+             tty: bool = False, console_size: tuple[int, int] | None = None,
+             stdio: Any = None, console_socket: socket.socket | None = None,
+             detach: bool = False) -> int:
+        """Run ``command`` in a running container (Docker's ``exec``).
+
+        The process joins the container's namespaces and cgroup, with its capabilities,
+        seccomp filter, rlimits, environment (and ``env`` over it), user (``user`` is
+        resolved against the container's passwd and group files, as ``run -u``) and
+        working directory. ``tty`` asks for a terminal, sent on ``console_socket``
+        (``console_size``: its first rows and columns); ``stdio`` is a
+        ``runtime.container.Stdio``. Returns the process's exit status, or its pid
+        with ``detach`` (it is then a child of the caller, which may reap it).
+        Raises CommandNotFound (127) or CannotExecute (126) when it cannot run.
+        """
+        import msgspec
+
+        from dockyard.engine import ocispec
+        from dockyard.engine.config import HostConfig
+        from dockyard.oci import runtime as oci
+        from dockyard.runtime.container import Runtime
+
+        if not command:
+            raise InvalidArgument("no command specified: give one after the container")
+        if workdir is not None and not workdir.startswith("/"):
+            raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs "
+                                  "to be an absolute path")
+        cid = self._running(id_or_name)
+        runtime = Runtime(self.runtime_root)
+        try:
+            spec = oci.load_spec(runtime.config(cid))
+        except NotFound:
+            raise Conflict(f"container {cid} is not running") from None
+        base = spec.process or oci.Process(cwd="/")
+        variables = {entry.partition("=")[0]: entry for entry in base.env or ()}
+        for entry in env:
+            name, sep, _ = entry.partition("=")
+            if sep:
+                variables[name] = entry
+            else:  # a bare NAME unsets it, as with run's -e
+                variables.pop(name, None)
+        process = msgspec.structs.replace(
+            base, args=list(command), terminal=tty or None,
+            env=list(variables.values()), cwd=workdir or base.cwd,
+            console_size=oci.Box(height=console_size[0], width=console_size[1])
+            if tty and console_size else None)
+        if user:
+            ids = ocispec.resolve_user(self._rootfs(cid), user)
+            process.user = oci.User(uid=ids.uid, gid=ids.gid,
+                                    additional_gids=ids.additional_gids or None)
+        if privileged:
+            caps = ocispec.capabilities(HostConfig(privileged=True))
+            process.capabilities = oci.LinuxCapabilities(bounding=caps, effective=caps,
+                                                         permitted=caps)
+        try:
+            return runtime.exec(cid, process, console_socket=console_socket, stdio=stdio,
+                                detach=detach)
+        except (NotFound, Conflict):
+            # The container stopped meanwhile: say it as Docker does.
+            raise Conflict(f"container {cid} is not running") from None
+
+    def attach(self, id_or_name: str) -> socket.socket:
+        """A connection to a running container's monitor: its output and exit as
+        frames, our input and window size to it (``runtime.monitor``'s protocol)."""
+        from dockyard.runtime import monitor
+
+        cid = self.resolve(id_or_name)
+        info = self._observe(self._row(cid))
+        if info is None or info["state"] != "running":
+            raise Conflict("You cannot attach to a stopped container, start it first")
+        try:
+            return monitor.attach(self._monitor_dir(cid))
+        except Conflict:
+            raise Conflict("You cannot attach to a stopped container, start it first") \
+                from None
+
     def _settle(self, cid: str, timeout: float = 10.0) -> Any:
         """Wait (briefly) until the monitor recorded the final exit, and reconcile."""
         from dockyard.runtime import monitor
