@@ -17,20 +17,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
 ]
 
-# `dockyard` itself, with the volume commands registered as cli/main.py registers them
-# (setdefault: a no-op once it does), so that this session runs the real argv parsing,
-# error printing and exit codes of main().
-_LAUNCHER = """
-import sys
-from dockyard.cli import main
-for name in ("create", "ls", "inspect", "rm", "prune"):
-    main.COMMANDS.setdefault(f"volume-{name}", main.Command("dockyard.cli.volumes", name))
-main.MANAGEMENT.setdefault("volume", {"create": "volume-create", "ls": "volume-ls",
-                                      "list": "volume-ls", "inspect": "volume-inspect",
-                                      "rm": "volume-rm", "remove": "volume-rm",
-                                      "prune": "volume-prune"})
-sys.exit(main.main())
-"""
+DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
 
 
 class User:
@@ -41,8 +28,8 @@ class User:
 
     def __call__(self, *args: str, stdin: str = "",
                  status: int = 0) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-c", _LAUNCHER, "--root", str(self.root),
-                                 "volume", *args], input=stdin, capture_output=True,
+        result = subprocess.run([DOCKYARD, "--root", str(self.root), "volume", *args],
+                                input=stdin, capture_output=True,
                                 text=True, timeout=60, check=False)
         assert result.returncode == status, \
             f"dockyard volume {' '.join(args)}: {result.returncode}\n{result.stderr}"

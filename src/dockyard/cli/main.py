@@ -33,6 +33,7 @@ class Command(NamedTuple):
 
 # Top-level verbs, and the management commands ("image ls") that lead to the same code.
 _IMAGES = "dockyard.cli.images"
+_VOLUMES = "dockyard.cli.volumes"
 _CONTAINERS = "dockyard.cli.containers"
 COMMANDS: dict[str, Command] = {
     "version": Command("dockyard.cli.system", "Show the dockyard version information"),
@@ -65,8 +66,16 @@ COMMANDS: dict[str, Command] = {
     "attach": Command(_CONTAINERS, "Attach local standard input, output, and error streams "
                       "to a running container"),
     "container-inspect": Command(_CONTAINERS, "Display detailed information on containers"),
+    "volume-create": Command(_VOLUMES, "Create a volume"),
+    "volume-ls": Command(_VOLUMES, "List volumes"),
+    "volume-inspect": Command(_VOLUMES, "Display detailed information on one or more volumes"),
+    "volume-rm": Command(_VOLUMES, "Remove one or more volumes"),
+    "volume-prune": Command(_VOLUMES, "Remove unused local volumes"),
 }
 MANAGEMENT: dict[str, dict[str, str]] = {
+    "volume": {"create": "volume-create", "ls": "volume-ls", "list": "volume-ls",
+               "inspect": "volume-inspect", "rm": "volume-rm", "remove": "volume-rm",
+               "prune": "volume-prune"},
     "image": {"ls": "images", "list": "images", "pull": "pull", "push": "push",
               "inspect": "image-inspect", "history": "history", "tag": "tag", "rm": "rmi",
               "save": "save", "load": "load", "import": "import", "prune": "image-prune",
