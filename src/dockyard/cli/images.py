@@ -14,7 +14,6 @@ from dockyard.cli.formatting import ago, format_rows, human_size
 from dockyard.cli.prompting import confirm, parse_filters
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as references
-from dockyard.images.registry import credentials
 
 
 def registries() -> Any:
@@ -301,7 +300,9 @@ def login(options: argparse.Namespace, args: argparse.Namespace) -> int:
 def logout(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker logout``."""
     server = args.server or references.DEFAULT_DOMAIN
-    if credentials.erase_credentials(references.registry_host(server)):
+    from dockyard.images.registry import erase_credentials
+
+    if erase_credentials(references.registry_host(server)):
         print(f"Removing login credentials for {server}")
     else:
         print(f"Not logged in to {server}")

@@ -37,7 +37,6 @@ import fnmatch
 import json
 import os
 import re
-import secrets
 import shutil
 import threading
 import time
@@ -538,7 +537,7 @@ class ImageService:
                             parent: str | None, report: Callable[[Event], None]) -> int:
         """Unpack the layer into a new active snapshot over ``parent`` and commit it as
         ``chain``; return the layer's size."""
-        key = f"{_EXTRACT_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        key = f"{_EXTRACT_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         target, lowers = _apply_target(self.snapshots.prepare(key, parent))
         try:
             with self._layer_stream(desc, report) as stream:
@@ -574,7 +573,7 @@ class ImageService:
 
     @contextlib.contextmanager
     def _lease(self) -> Iterator[_Lease]:
-        lease = _Lease(self.db, secrets.token_hex(8))
+        lease = _Lease(self.db, os.urandom(8).hex())
         with self.db.transaction() as conn:
             conn.execute("INSERT INTO leases VALUES (?, ?, ?)",
                          (lease.id, os.getpid(), time.time()))

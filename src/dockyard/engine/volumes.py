@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -209,7 +208,7 @@ class VolumeService:
         Call it after ``mount_path``: a tmpfs volume populated while nobody has it
         mounted would lose the copy when this releases it. Returns whether it copied.
         """
-        ref = f"populate-{secrets.token_hex(8)}"
+        ref = f"populate-{os.urandom(8).hex()}"
         try:
             return copy_up(rootfs, target, self.mount_path(name, ref))
         finally:
