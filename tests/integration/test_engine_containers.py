@@ -55,3 +55,22 @@ def test_interrupted_create_is_cleaned_up(service: ContainerService) -> None:
     with pytest.raises(NotFound):
         service.resolve("half")
     assert not os.path.exists(os.path.join(service.runroot, "containers", cid))
+
+
+def test_volumes_are_recorded_and_rm_v_removes_anonymous_ones(
+        service: ContainerService) -> None:
+    config, host = to_config(RunFlags(image="busybox", volume=["data:/data", "/scratch"],
+                                      command=["sh", "-c", "echo hi > /scratch/f"]))
+    cid = service.run(config, host, "job")
+    assert service.wait(cid) == 0
+    names = {m["Destination"]: m["Name"] for m in service.inspect(cid)["Mounts"]}
+    anonymous = names["/scratch"]
+    assert names["/data"] == "data"
+    assert service.volume_users("data") == service.volume_users(anonymous) == [cid]
+    assert service.volumes.users("data") == [cid]  # released at exit: no mount ref left
+    with pytest.raises(Conflict, match=f"remove data: volume is in use - \\[{cid}\\]"):
+        service.volumes.remove("data")
+    service.remove(cid, volumes=True)
+    assert [v["Name"] for v in service.volumes.ls()] == ["data"]
+    assert service.volume_users("data") == []
+    service.volumes.remove("data")

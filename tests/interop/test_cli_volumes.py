@@ -50,8 +50,9 @@ def test_create_ls_inspect_and_rm(user: User) -> None:
 
     listing = user("ls").stdout.splitlines()
     assert re.fullmatch(r"DRIVER\s{3,}VOLUME NAME", listing[0])
-    assert [line.split() for line in listing[1:]] == [
-        ["local", anonymous], ["local", "db"], ["local", "web"]]
+    # Sorted by name, as docker lists them; where the random name falls varies.
+    assert [line.split() for line in listing[1:]] == sorted(
+        [["local", anonymous], ["local", "db"], ["local", "web"]], key=lambda row: row[1])
     assert user("ls", "-q", "-f", "label=app=web").stdout == "web\n"
     assert user("ls", "-q", "--filter", "name=^db").stdout == "db\n"
     assert user("ls", "--format", "{{.Name}}: {{.Labels}}", "-f", "name=web").stdout == \

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from dockyard.cli.prompting import parse_filters
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def _attach_until_exit(containers: Any, cid: str, *, interactive: bool,
         return _daemon_error(e)
     if remove:
         with contextlib.suppress(NotFound):
-            containers.remove(cid, force=True)
+            containers.remove(cid, force=True, volumes=True)
     return code
 
 
@@ -186,7 +187,7 @@ def _attach_terminal(containers: Any, cid: str, *, stdin: bool, keys: DetachKeys
         return 0
     if remove:
         with contextlib.suppress(NotFound):
-            containers.remove(cid, force=True)
+            containers.remove(cid, force=True, volumes=True)
     return code
 
 
@@ -426,7 +427,7 @@ def rm(options: argparse.Namespace, args: argparse.Namespace) -> int:
     containers = service(options)
 
     def one(name: str) -> None:
-        containers.remove(name, force=args.force)
+        containers.remove(name, force=args.force, volumes=args.volumes)
         print(name)
 
     return _each(args.containers, one)
@@ -445,16 +446,6 @@ def wait(options: argparse.Namespace, args: argparse.Namespace) -> int:
 # --- ps, logs, inspect ------------------------------------------------------------------
 
 
-def _filters(values: list[str]) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
-    for value in values:
-        key, sep, wanted = value.partition("=")
-        if not sep:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {value}")
-        filters.setdefault(key.strip().lower(), []).append(wanted)
-    return filters
-
-
 def _ellipsis(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -464,7 +455,7 @@ def ps(options: argparse.Namespace, args: argparse.Namespace) -> int:
     from dockyard.cli.formatting import ago, format_rows
 
     summaries = service(options).list(all=args.all or bool(args.last) or args.latest,
-                                      filters=_filters(args.filter))
+                                      filters=parse_filters(args.filter))
     if args.latest:
         summaries = summaries[:1]
     elif args.last and args.last > 0:

@@ -7,16 +7,23 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dockyard.cli.formatting import format_rows, human_size, render
 from dockyard.cli.prompting import confirm, parse_filters
-from dockyard.engine.volumes import VolumeService
 from dockyard.errors import DockyardError, InvalidArgument
+
+if TYPE_CHECKING:
+    from dockyard.engine.volumes import VolumeService
 
 
 def service(options: argparse.Namespace) -> VolumeService:
-    """The volume service of the chosen root."""
-    return VolumeService(options.root)
+    """The volume service of the chosen root; it knows which volumes containers use, so
+    that ``volume rm`` and ``volume prune`` leave those alone."""
+    from dockyard.engine.containers import ContainerService
+
+    return ContainerService(options.root, options.runroot,
+                            storage_driver=options.storage_driver).volumes
 
 
 def _pairs(values: list[str]) -> dict[str, str]:

@@ -31,6 +31,11 @@ what it left (the runtime's state, its cgroup, the rootfs and netns mounts) is
 removed then. A ``creating`` row whose creating process is dead is an interrupted
 create: it is removed with all it made.
 
+A container's named and anonymous volumes (``-v``, ``--mount type=volume``, the
+image's ``VOLUME``) are the ``VolumeService``'s (``self.volumes``); the row's config
+records them as Docker's ``MountPoints``, ``start`` mounts and fills them, the end of a
+run releases them, ``rm -v`` and ``--rm`` remove the anonymous ones.
+
 Networking is not there yet: a container gets a new network namespace with only its
 loopback up (``--network none`` and the default), or the host's (``--network host``).
 """
@@ -57,11 +62,13 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.engine.config import ContainerConfig, HostConfig, parse_bind
 from dockyard.engine.db import Database
+from dockyard.engine.volumes import VolumeService
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.linux import syscalls as sc
 
 if TYPE_CHECKING:
     from dockyard.engine.images import RegistryOptions
+    from dockyard.engine.ocispec import VolumeRequest
 
 __all__ = ["UNKNOWN_EXIT_CODE", "ContainerService", "LogEntry"]
 
@@ -165,6 +172,7 @@ class ContainerService:
         self.images = ImageService(self.root, storage_driver=storage_driver,
                                    registries=registries, in_use=self.image_in_use)
         self.db: Database = self.images.db
+        self.volumes = VolumeService(self.root, in_use=self.volume_users)
         self.runtime_root = os.path.join(self.runroot, "runtime")
         self._attached: set[str] = set()  # see run()
 
@@ -198,6 +206,15 @@ class ContainerService:
         """Whether a container uses the image (the ImageService's ``in_use``)."""
         return bool(self.db.query("SELECT 1 FROM containers WHERE image_id = ? LIMIT 1",
                                   (image_id,)))
+
+    def volume_users(self, name: str) -> builtins.list[str]:
+        """The IDs of the containers whose config refers to the volume, running or not
+        (the VolumeService's ``in_use``)."""
+        return [str(row["id"]) for row in self.db.query(
+            "SELECT DISTINCT containers.id AS id FROM containers, "
+            "json_each(containers.config, '$.MountPoints') AS point "
+            "WHERE json_extract(point.value, '$.Name') = ? ORDER BY containers.id",
+            (name,))]
 
     def resolve(self, id_or_name: str) -> str:
         """The full ID of the container named by a full ID, a name or a unique prefix."""
@@ -254,7 +271,7 @@ class ContainerService:
         except BaseException:
             if host.auto_remove:
                 with contextlib.suppress(Exception):
-                    self._destroy(cid)
+                    self._destroy(cid, volumes=True)
             raise
         return cid
 
@@ -285,27 +302,40 @@ class ContainerService:
         chain_id = chain_rows[0]["chain_id"] if chain_rows else None
         with self.images.content.open(image_id) as blob:
             image = load_config(blob.read())
-        requests = ocispec.volume_requests(config, host, image)
-        if requests:
-            where = ", ".join(r.target for r in requests)
-            raise InvalidArgument(f"volumes are not supported yet (needed at {where}): "
-                                  "bind a host directory with -v /host/dir:/path instead")
+        for mount in host.mounts or ():
+            options = mount.volume_options
+            if mount.type == "volume" and options is not None and (
+                    options.driver_config or options.labels or options.subpath):
+                # Mounting the whole volume for a subpath, or a volume without the
+                # asked options, would be silently wrong.
+                raise InvalidArgument("--mount volume-driver, volume-opt, volume-label and "
+                                      "volume-subpath are not supported yet: create the "
+                                      "volume with `volume create` first")
+        points = self._volume_points(ocispec.volume_requests(config, host, image))
+        # The row's config keeps the volumes as Docker's MountPoints, beside Docker's
+        # Config members (which decoding it as a ContainerConfig ignores): the
+        # anonymous volumes' names exist nowhere else, and ``volume_users`` looks there.
+        document = {**json.loads(dump(config)), "MountPoints": points}
 
         cid = secrets.token_hex(32)
         created, created_unix = _now()
-        with self.db.transaction() as conn:
-            name = name or self._new_name()
-            taken = conn.execute("SELECT id FROM containers WHERE name = ?",
-                                 (name,)).fetchone()
-            if taken is not None:
-                raise Conflict(f'Conflict. The container name "/{name}" is already in use '
-                               f'by container "{taken[0]}". You have to remove (or '
-                               "rename) that container to be able to reuse that name.")
-            conn.execute(
-                "INSERT INTO containers (id, name, image_id, image, config, host_config, "
-                "created, created_unix, state, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (cid, name, image_id, config.image, dump(config).decode(),
-                 dump(host).decode(), created, created_unix, "creating", os.getpid()))
+        try:
+            with self.db.transaction() as conn:
+                name = name or self._new_name()
+                taken = conn.execute("SELECT id FROM containers WHERE name = ?",
+                                     (name,)).fetchone()
+                if taken is not None:
+                    raise Conflict(f'Conflict. The container name "/{name}" is already in '
+                                   f'use by container "{taken[0]}". You have to remove (or '
+                                   "rename) that container to be able to reuse that name.")
+                conn.execute(
+                    "INSERT INTO containers (id, name, image_id, image, config, host_config, "
+                    "created, created_unix, state, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (cid, name, image_id, config.image, json.dumps(document),
+                     dump(host).decode(), created, created_unix, "creating", os.getpid()))
+        except BaseException:
+            self._remove_anonymous(points)
+            raise
         mounted = False
         try:
             run_dir = self._run_dir(cid)
@@ -323,8 +353,12 @@ class ContainerService:
                 bind = parse_bind(raw)
                 if bind.type == "bind" and not os.path.exists(bind.source):
                     os.makedirs(bind.source, exist_ok=True)  # as Docker's -v does
+            # A volume's path is its driver's directory, mounted or not: the spec can
+            # name it now, and ``start`` mounts the volume there.
+            volumes = [(self.volumes.driver.path(point["Name"]), point["Destination"],
+                        [] if point["RW"] else ["ro"]) for point in points]
             spec = ocispec.render(
-                config, host, image, rootfs=rootfs, container_id=cid,
+                config, host, image, rootfs=rootfs, container_id=cid, volumes=volumes,
                 hosts_file=files["hosts"], resolv_conf=files["resolv.conf"],
                 hostname_file=files["hostname"],
                 netns_path=None if network == "host" else self._netns(cid))
@@ -334,11 +368,38 @@ class ContainerService:
                              (cid,))
         except BaseException:
             with contextlib.suppress(Exception):
-                self._destroy(cid)
+                self._destroy(cid, volumes=True)
             raise
         if mounted and not keep_mounted:
             self._unmount(rootfs)
         return cid
+
+    def _volume_points(self, requests: Sequence[VolumeRequest]) -> builtins.list[dict[str, Any]]:
+        """The volumes of ``volume_requests``, created when missing (a new anonymous one
+        for each request without a name), as the MountPoints the row records."""
+        points: builtins.list[dict[str, Any]] = []
+        try:
+            for request in requests:
+                volume = self.volumes.create(request.name or None)
+                points.append({"Name": volume["Name"], "Destination": request.target,
+                               "RW": not request.read_only,
+                               "Mode": "ro" if request.read_only else "",
+                               "Anonymous": not request.name, "NoCopy": request.no_copy})
+        except BaseException:
+            self._remove_anonymous(points)
+            raise
+        return points
+
+    def _remove_anonymous(self, points: Sequence[Mapping[str, Any]]) -> None:
+        """Remove the anonymous volumes among ``points`` (``rm -v``, ``--rm``).
+
+        One that another container also names (``-v ID:/path``) stays: as for Docker,
+        that is no error of the removal.
+        """
+        for point in points:
+            if point["Anonymous"]:
+                with contextlib.suppress(Conflict, NotFound):
+                    self.volumes.remove(point["Name"])
 
     def _network_files(self, run_dir: str, host: HostConfig, hostname: str) -> dict[str, str]:
         paths = {name: os.path.join(run_dir, name)
@@ -392,6 +453,11 @@ class ContainerService:
         try:
             if not os.path.ismount(rootfs):
                 mount_all(self.images.snapshots.mounts(cid), rootfs)
+            for point in _mount_points(info["config"]):
+                self.volumes.mount_path(point["Name"], cid)
+                if not point["NoCopy"]:
+                    # Docker's copy-up: a volume still empty gets the image's files.
+                    self.volumes.populate(point["Name"], rootfs, point["Destination"])
             if host.network_mode != "host" and not os.path.ismount(self._netns(cid)):
                 _new_netns(self._netns(cid))
             restart = host.restart_policy
@@ -594,7 +660,7 @@ class ContainerService:
         if info["state"] == "creating":
             if info["pid"] != os.getpid() and not _pid_alive(info["pid"]):
                 with contextlib.suppress(Exception):
-                    self._destroy(info["id"])
+                    self._destroy(info["id"], volumes=True)
                 return None
             return info
         if info["state"] != "running":
@@ -636,11 +702,12 @@ class ContainerService:
                 json.loads(info["host_config"]).get("AutoRemove"):
             # --rm: no daemon removes it when it exits; the first to see it exited does.
             with contextlib.suppress(DockyardError, OSError):
-                self._destroy(info["id"])
+                self._destroy(info["id"], volumes=True)
         return info
 
     def _release(self, cid: str) -> None:
-        """Take down what a run held: the runtime's state and cgroup, the mounts."""
+        """Take down what a run held: the runtime's state and cgroup, the mounts, the
+        volumes' uses."""
         from dockyard.runtime.container import Runtime
         from dockyard.runtime.state import StateDir
 
@@ -654,6 +721,9 @@ class ContainerService:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(netns)
         self._unmount(self._rootfs(cid))
+        rows = self.db.query("SELECT config FROM containers WHERE id = ?", (cid,))
+        for point in _mount_points(rows[0]["config"]) if rows else ():
+            self.volumes.release(point["Name"], cid)
 
     @staticmethod
     def _unmount(path: str) -> None:
@@ -667,8 +737,11 @@ class ContainerService:
                     break
                 raise
 
-    def _destroy(self, cid: str) -> None:
-        """Remove everything of a container that is not running: state, files, row."""
+    def _destroy(self, cid: str, *, volumes: bool) -> None:
+        """Remove everything of a container that is not running: state, files, row;
+        its anonymous volumes too with ``volumes``."""
+        rows = self.db.query("SELECT config FROM containers WHERE id = ?", (cid,))
+        points = _mount_points(rows[0]["config"]) if rows else []
         self._release(cid)
         with contextlib.suppress(NotFound, Conflict):
             self.images.snapshots.remove(cid)
@@ -676,11 +749,14 @@ class ContainerService:
         shutil.rmtree(self._data_dir(cid), ignore_errors=True)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
+        if volumes:
+            self._remove_anonymous(points)
 
     # --- remove ---------------------------------------------------------------------
 
-    def remove(self, id_or_name: str, *, force: bool = False) -> str:
-        """Remove a container; a running one only with ``force`` (killed first).
+    def remove(self, id_or_name: str, *, force: bool = False, volumes: bool = False) -> str:
+        """Remove a container; a running one only with ``force`` (killed first); its
+        anonymous volumes too with ``volumes`` (named ones stay, as Docker's ``rm -v``).
         Returns its full ID."""
         from dockyard.runtime import monitor
 
@@ -699,7 +775,7 @@ class ContainerService:
             while monitor.monitor_alive(self._monitor_dir(cid)) and \
                     time.monotonic() < deadline:
                 time.sleep(0.005)
-        self._destroy(cid)
+        self._destroy(cid, volumes=volumes)
         return cid
 
     # --- reading --------------------------------------------------------------------
@@ -710,10 +786,12 @@ class ContainerService:
 
         ``all`` includes those not running. ``filters``: ``id``, ``name``, ``status``,
         ``label`` (``key`` or ``key=value``), ``exited`` (a code), ``ancestor`` (an
-        image name or ID).
+        image name or ID), ``volume`` (a volume's name, or a mount's source or
+        destination).
         """
         filters = dict(filters or {})
-        unknown = set(filters) - {"id", "name", "status", "label", "exited", "ancestor"}
+        unknown = set(filters) - {"id", "name", "status", "label", "exited", "ancestor",
+                                  "volume"}
         if unknown:
             raise InvalidArgument(f"invalid filter '{sorted(unknown)[0]}'")
         for status in filters.get("status", ()):
@@ -747,6 +825,10 @@ class ContainerService:
                 continue
             if "ancestor" in filters and info["image_id"] not in ancestors:
                 continue
+            if "volume" in filters and not any(
+                    wanted in (mount.get("Name"), mount["Source"], mount["Destination"])
+                    for mount in summary["Mounts"] for wanted in filters["volume"]):
+                continue
             labels = summary["Labels"]
             if "label" in filters and not all_labels_match(labels, filters["label"]):
                 continue
@@ -767,10 +849,19 @@ class ContainerService:
             "Labels": config.get("Labels") or {}, "State": state,
             "Status": _status_text(info, state), "HostConfig": {
                 "NetworkMode": host.get("NetworkMode") or "none"},
-            "Mounts": _mounts(host),
+            "Mounts": self._all_mounts(info),
             # Not Docker's: what `ps` needs to print ages without parsing again.
             "CreatedUnix": info["created_unix"], "ExitCode": info["exit_code"],
         }
+
+    def _all_mounts(self, info: Mapping[str, Any]) -> builtins.list[dict[str, Any]]:
+        """The container's mounts in Docker's ``Mounts`` shape: binds, tmpfs, volumes."""
+        return [*_mounts(json.loads(info["host_config"])),
+                *({"Type": "volume", "Name": point["Name"],
+                   "Source": self.volumes.driver.path(point["Name"]),
+                   "Destination": point["Destination"], "Driver": "local",
+                   "Mode": point["Mode"], "RW": point["RW"], "Propagation": ""}
+                  for point in _mount_points(info["config"]))]
 
     def _image_config(self, image_id: str) -> Any:
         from dockyard.oci.image import load_config
@@ -858,7 +949,7 @@ class ContainerService:
                                "Type": "json-file", "Config": {}}, **host},
             "GraphDriver": {"Name": self.images.snapshots.driver,
                             "Data": {"MergedDir": self._rootfs(cid)}},
-            "Mounts": _mounts(host),
+            "Mounts": self._all_mounts(info),
             "Config": shown,
             "NetworkSettings": {"Networks": {}, "Ports": {}, "IPAddress": "",
                                 "SandboxKey": self._netns(cid) if pid else ""},
@@ -1039,6 +1130,11 @@ def _load_host(text: str) -> HostConfig:
     from dockyard.engine.config import load_host_config
 
     return load_host_config(text)
+
+
+def _mount_points(config: str) -> list[dict[str, Any]]:
+    """The volumes a container's stored config records (``_volume_points``)."""
+    return list(json.loads(config).get("MountPoints") or [])
 
 
 def _stop_timeout(config: ContainerConfig) -> int:
