@@ -189,14 +189,27 @@ def create(rt: Runtime, container_id: str, bundle: str | os.PathLike[str], *,
     sd = StateDir(rt.root, container_id)
     bundle = os.path.abspath(bundle)
     spec = _load_bundle(bundle)
-    plan = _plan(rt, container_id, spec, bundle, no_pivot)
-    if plan.process.terminal and console_socket is None:
-        raise InvalidArgument("process.terminal is true but no console socket was given")
     cgroup_path = _cgroups_path(spec, container_id)
     cgroup = cgroups.open_cgroup(cgroup_path)
+    plan = _plan(rt, spec, bundle, cgroup, no_pivot)
+    try:
+        if plan.process.terminal and console_socket is None:
+            raise InvalidArgument("process.terminal is true but no console socket was given")
+        return _create(rt, sd, spec, plan, cgroup, cgroup_path, console_socket=console_socket,
+                       pid_file=pid_file, stdio=stdio, reap=reap)
+    finally:
+        # The children have joined (or never will) the namespaces opened by path.
+        for _, fd in plan.join_ns:
+            os.close(fd)
+
+
+def _create(rt: Runtime, sd: StateDir, spec: oci.Spec, plan: _Plan, cgroup: cgroups.Cgroup,
+            cgroup_path: str, *, console_socket: socket.socket | None, pid_file: str | None,
+            stdio: Stdio | None, reap: bool) -> int:
+    container_id = sd.id
     sd.claim()
     record = ContainerRecord(
-        id=container_id, creating=True, pid=0, pid_start=0, bundle=bundle,
+        id=container_id, creating=True, pid=0, pid_start=0, bundle=plan.bundle,
         rootfs=plan.rootfs, created=now_rfc3339(), cgroup_path=cgroup_path,
         config=oci.dump(spec), annotations=spec.annotations or {})
     made_cgroup = False
@@ -304,8 +317,8 @@ def _load_bundle(bundle: str) -> oci.Spec:
     return spec
 
 
-def _plan(rt: Runtime, container_id: str, spec: oci.Spec, bundle: str, no_pivot: bool
-          ) -> _Plan:
+def _plan(rt: Runtime, spec: oci.Spec, bundle: str, cgroup: cgroups.Cgroup,
+          no_pivot: bool) -> _Plan:
     if spec.root is None:
         raise InvalidArgument("config.json has no root")
     if spec.process is None:
@@ -317,15 +330,15 @@ def _plan(rt: Runtime, container_id: str, spec: oci.Spec, bundle: str, no_pivot:
         raise NotFound(f"rootfs {rootfs_path} does not exist")
     linux = spec.linux or oci.Linux()
     new_ns = 0
-    join_ns: list[tuple[str, int]] = []
+    join_paths: list[tuple[str, str]] = []
     for ns in linux.namespaces or ():
         if ns.type not in NAMESPACES:
             raise InvalidArgument(f"unknown namespace type {ns.type!r}")
         if ns.path:
-            join_ns.append((ns.type, _open_ns(ns.path)))
+            join_paths.append((ns.type, ns.path))
         else:
             new_ns |= NAMESPACES[ns.type]
-    if not new_ns & sc.CLONE_NEWNS and not any(t == "mount" for t, _ in join_ns):
+    if not new_ns & sc.CLONE_NEWNS and not any(t == "mount" for t, _ in join_paths):
         raise InvalidArgument("the container needs a mount namespace of its own")
     if (linux.uid_mappings or linux.gid_mappings) and not new_ns & sc.CLONE_NEWUSER:
         raise InvalidArgument("uid/gid mappings need a new user namespace")
@@ -334,11 +347,19 @@ def _plan(rt: Runtime, container_id: str, spec: oci.Spec, bundle: str, no_pivot:
     seccomp_spec = linux.seccomp
     prepared = proc.prepare(spec.process, seccomp_spec, rt._seccomp_cache)
     mounts = [rootfs.parse_mount(m, bundle) for m in spec.mounts or ()]
+    layout = _cgroup_layout(cgroup)
+    # Opened last, so that no check above can fail with them open.
+    join_ns: list[tuple[str, int]] = []
+    try:
+        for kind, path in join_paths:
+            join_ns.append((kind, _open_ns(path)))
+    except BaseException:
+        for _, fd in join_ns:
+            os.close(fd)
+        raise
     return _Plan(spec=spec, bundle=bundle, rootfs=rootfs_path, process=prepared,
                  new_ns=new_ns, join_ns=join_ns, mounts=mounts,
-                 cgroup_mounts=_cgroup_layout(cgroups.open_cgroup(
-                     _cgroups_path(spec, container_id))),
-                 no_pivot=no_pivot)
+                 cgroup_mounts=layout, no_pivot=no_pivot)
 
 
 def _spawn_init(sd: StateDir, record: ContainerRecord, plan: _Plan,
