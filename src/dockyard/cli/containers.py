@@ -1,5 +1,6 @@
-"""The container commands: run, create, start, stop, kill, rm, wait, ps, logs and
-inspect, with docker's flags, output and exit codes.
+"""The container commands: run, create, start, stop, kill, rm, wait, ps, logs,
+inspect, pause, unpause, restart, rename, update, container prune, top, port and
+stats, with docker's flags, output and exit codes.
 
 ``run`` exits with the container's code; an error of the engine (no such image, a bad
 flag value) is 125, a command that cannot be executed 126, one not found 127, as with
@@ -443,6 +444,164 @@ def wait(options: argparse.Namespace, args: argparse.Namespace) -> int:
     return _each(args.containers, one)
 
 
+# --- pause, restart, rename, update, prune, top, port, stats ----------------------------
+
+
+def pause(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker pause``."""
+    containers = service(options)
+
+    def one(name: str) -> None:
+        containers.pause(name)
+        print(name)
+
+    return _each(args.containers, one)
+
+
+def unpause(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker unpause``."""
+    containers = service(options)
+
+    def one(name: str) -> None:
+        containers.unpause(name)
+        print(name)
+
+    return _each(args.containers, one)
+
+
+def restart(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker restart``."""
+    containers = service(options)
+
+    def one(name: str) -> None:
+        containers.restart(name, args.time, args.signal)
+        print(name)
+
+    return _each(args.containers, one)
+
+
+def rename(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker rename``: prints nothing."""
+    containers = service(options)
+    return _each([args.container], lambda name: containers.rename(name, args.new_name))
+
+
+def update(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker update``: prints each container it changed."""
+    from dockyard.engine.options import (
+        _for_flag,
+        _swap_size,
+        parse_cpus,
+        parse_restart,
+        parse_size,
+    )
+
+    if all(value is None for value in (args.memory, args.memory_swap, args.cpus,
+                                       args.cpu_shares, args.pids_limit, args.restart)):
+        raise InvalidArgument("you must provide one or more flags when using this command")
+    changes = {
+        "memory": None if args.memory is None
+        else _for_flag(parse_size, args.memory, "-m, --memory"),
+        "memory_swap": None if args.memory_swap is None
+        else _for_flag(_swap_size, args.memory_swap, "--memory-swap"),
+        "nano_cpus": None if args.cpus is None else _for_flag(parse_cpus, args.cpus, "--cpus"),
+        "cpu_shares": args.cpu_shares, "pids_limit": args.pids_limit,
+        "restart": None if args.restart is None else parse_restart(args.restart),
+    }
+    containers = service(options)
+
+    def one(name: str) -> None:
+        containers.update(name, **changes)
+        print(name)
+
+    return _each(args.containers, one)
+
+
+def container_prune(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker container prune``: the removed IDs and the space reclaimed."""
+    from dockyard.cli.formatting import human_size
+    from dockyard.cli.prompting import confirm
+
+    filters = parse_filters(args.filter)
+    unknown = set(filters) - {"until", "label"}
+    if unknown:
+        raise InvalidArgument(f"invalid filter '{sorted(unknown)[0]}'")
+    if len(filters.get("until", ())) > 1:
+        raise InvalidArgument("more than one until filter specified")
+    until = _since(filters["until"][0]) if "until" in filters else None
+    if not args.force and not confirm("WARNING! This will remove all stopped containers."):
+        return 0
+    removed, reclaimed = service(options).prune(until=until, labels=filters.get("label", ()))
+    if removed:
+        print("Deleted Containers:\n" + "".join(f"{cid}\n" for cid in removed))
+    print(f"Total reclaimed space: {human_size(reclaimed)}")
+    return 0
+
+
+def top(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker top CONTAINER [ps OPTIONS]``."""
+    from dockyard.cli.formatting import table
+
+    containers = service(options)
+
+    def one(name: str) -> None:
+        found = containers.top(name, args.ps_args)
+        # docker's tabwriter has a minimum cell width of 20 (17 + the 3 of padding).
+        print(table(found["Processes"], [title.ljust(17) for title in found["Titles"]]))
+
+    return _each([args.container], one)
+
+
+def port(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker port``. No port is published yet (there is no ``-p``): it prints nothing
+    for the container, and a port asked for is not published."""
+    containers = service(options)
+    failed = _each([args.container], containers.resolve)
+    if failed or args.private_port is None:
+        return failed
+    private = args.private_port if "/" in args.private_port else args.private_port + "/tcp"
+    # docker's CLI makes this check itself: main's "Error: ...", exit 1.
+    raise NotFound(f"No public port '{private}' published for {args.container}")
+
+
+def _bytes_size(size: float) -> str:
+    """docker's units.BytesSize: binary units with four significant digits (``1.5MiB``)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    index = 0
+    while size >= 1024 and index < len(units) - 1:
+        size /= 1024
+        index += 1
+    return f"{size:.4g}{units[index]}"
+
+
+def stats(options: argparse.Namespace, args: argparse.Namespace) -> int:
+    """``docker stats``: one table with ``--no-stream``, else one a second until ^C."""
+    from dockyard.cli.formatting import format_rows, human_size
+
+    containers = service(options)
+    columns = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t"
+               "{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}")
+    headers = {"ID": "CONTAINER ID", "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT",
+               "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O"}
+    while True:
+        rows = [{
+            "ID": s["ID"] if args.no_trunc else s["ID"][:12], "Name": s["Name"],
+            "Container": s["ID"], "CPUPerc": f"{s['CPUPerc']:.2f}%",
+            "MemUsage": f"{_bytes_size(s['MemUsage'])} / {_bytes_size(s['MemLimit'])}",
+            "MemPerc": f"{s['MemUsage'] * 100 / s['MemLimit'] if s['MemLimit'] else 0:.2f}%",
+            "NetIO": f"{human_size(s['NetRx'])} / {human_size(s['NetTx'])}",
+            "BlockIO": f"{human_size(s['BlockRead'])} / {human_size(s['BlockWrite'])}",
+            "PIDs": str(s["PIDs"]),
+        } for s in containers.stats(args.containers, all=args.all)]
+        text = format_rows(rows, args.format, columns, headers)
+        if args.no_stream:
+            print(text)
+            return 0
+        # As docker: clear the screen and draw the table again.
+        print("\033[2J\033[H" + text, flush=True)
+        time.sleep(0.5)
+
+
 # --- ps, logs, inspect ------------------------------------------------------------------
 
 
@@ -750,9 +909,50 @@ def _one_kind_inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME|ID")
 
 
+def _rename_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+
+
+def _update_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--memory")
+    p.add_argument("--memory-swap")
+    p.add_argument("--cpus")
+    p.add_argument("-c", "--cpu-shares", type=int)
+    p.add_argument("--pids-limit", type=int)
+    p.add_argument("--restart")
+    _names(p)
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--filter", action="append", default=[])
+
+
+def _top_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="ps OPTIONS")
+
+
+def _port_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private_port", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
+
+
+def _stats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("--no-stream", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+
+
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "run": _run_args, "create": _run_args, "start": _start_args, "stop": _stop_args,
     "kill": _kill_args, "rm": _rm_args, "wait": _names, "ps": _ps_args, "logs": _logs_args,
     "inspect": _inspect_args, "container-inspect": _one_kind_inspect_args,
     "image-inspect": _one_kind_inspect_args, "exec": _exec_args, "attach": _attach_args,
+    "pause": _names, "unpause": _names, "restart": _stop_args, "rename": _rename_args,
+    "update": _update_args, "container-prune": _prune_args, "top": _top_args,
+    "port": _port_args, "stats": _stats_args,
 }

@@ -66,6 +66,17 @@ COMMANDS: dict[str, Command] = {
     "attach": Command(_CONTAINERS, "Attach local standard input, output, and error streams "
                       "to a running container"),
     "container-inspect": Command(_CONTAINERS, "Display detailed information on containers"),
+    "pause": Command(_CONTAINERS, "Pause all processes within one or more containers"),
+    "unpause": Command(_CONTAINERS, "Unpause all processes within one or more containers"),
+    "restart": Command(_CONTAINERS, "Restart one or more containers"),
+    "rename": Command(_CONTAINERS, "Rename a container"),
+    "update": Command(_CONTAINERS, "Update configuration of one or more containers"),
+    "container-prune": Command(_CONTAINERS, "Remove all stopped containers"),
+    "top": Command(_CONTAINERS, "Display the running processes of a container"),
+    "port": Command(_CONTAINERS, "List port mappings or a specific mapping for the "
+                    "container"),
+    "stats": Command(_CONTAINERS, "Display a live stream of container(s) resource usage "
+                     "statistics"),
     "volume-create": Command(_VOLUMES, "Create a volume"),
     "volume-ls": Command(_VOLUMES, "List volumes"),
     "volume-inspect": Command(_VOLUMES, "Display detailed information on one or more volumes"),
@@ -84,7 +95,10 @@ MANAGEMENT: dict[str, dict[str, str]] = {
     "container": {"ls": "ps", "list": "ps", "ps": "ps", "run": "run", "create": "create",
                   "start": "start", "stop": "stop", "kill": "kill", "rm": "rm",
                   "remove": "rm", "wait": "wait", "logs": "logs",
-                  "inspect": "container-inspect", "exec": "exec", "attach": "attach"},
+                  "inspect": "container-inspect", "exec": "exec", "attach": "attach",
+                  "pause": "pause", "unpause": "unpause", "restart": "restart",
+                  "rename": "rename", "update": "update", "prune": "container-prune",
+                  "top": "top", "port": "port", "stats": "stats"},
 }
 
 

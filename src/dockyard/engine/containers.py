@@ -1,4 +1,5 @@
-"""The container service: create, start, stop, kill, wait, remove, list, inspect, logs.
+"""The container service: create, start, stop, kill, wait, remove, list, inspect, logs,
+pause, restart, rename, update, prune, top, stats.
 
 A container is a row in the state database (``containers``, schema version 2), a
 writable snapshot keyed by its ID over its image's top layer, an OCI bundle, and,
@@ -22,6 +23,9 @@ The lifecycle, as the ``state`` column records it::
                             ^                               |
                             +------------ start ------------+
                  (a failed start stays created, with its exit code and error)
+
+``paused`` is no value of the column: a running container whose cgroup is frozen is
+paused (``pause`` freezes it through the runtime, ``unpause`` thaws it).
 
 No daemon runs: the row says what the engine last saw, the monitor's files say what
 is true now. Every read reconciles the two (``_observe``): a running container whose
@@ -67,6 +71,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, 
 from dockyard.linux import syscalls as sc
 
 if TYPE_CHECKING:
+    from dockyard.engine.config import RestartPolicy
     from dockyard.engine.images import RegistryOptions
     from dockyard.engine.ocispec import VolumeRequest
 
@@ -325,9 +330,7 @@ class ContainerService:
                 taken = conn.execute("SELECT id FROM containers WHERE name = ?",
                                      (name,)).fetchone()
                 if taken is not None:
-                    raise Conflict(f'Conflict. The container name "/{name}" is already in '
-                                   f'use by container "{taken[0]}". You have to remove (or '
-                                   "rename) that container to be able to reuse that name.")
+                    raise _name_in_use(name, taken[0])
                 conn.execute(
                     "INSERT INTO containers (id, name, image_id, image, config, host_config, "
                     "created, created_unix, state, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -437,6 +440,8 @@ class ContainerService:
         info = self._observe(self._row(cid))
         if info is None:
             raise NotFound(f"No such container: {id_or_name}")
+        if info["paused"]:
+            raise Conflict("cannot start a paused container, try unpause instead")
         if info["state"] == "running":
             return
         if info["state"] == "creating":
@@ -505,6 +510,7 @@ class ContainerService:
         info = self._observe(self._row(cid))
         if info is None or info["state"] != "running":
             return
+        self._thaw(info)  # a frozen init would never see the stop signal
         with contextlib.suppress(Conflict):
             monitor.stop(self._monitor_dir(cid), timeout,
                          None if sig is None else signal_number(sig))
@@ -525,6 +531,11 @@ class ContainerService:
         except NotFound:
             raise Conflict(f"Cannot kill container: {id_or_name}: Container {cid} is not "
                            "running") from None
+        stop_signal = json.loads(info["config"]).get("StopSignal")
+        if not stop_signal or number in (signal.SIGKILL, signal_number(stop_signal)):
+            # As dockerd: a signal that ends the container thaws a paused one, so that
+            # it is delivered; any other signal waits for the unpause.
+            self._thaw(info)
         if number == signal.SIGKILL:
             self._settle(cid, 2.0)
 
@@ -546,6 +557,160 @@ class ContainerService:
             raise NotFound(f"No such container: {id_or_name}")
         return int(info["exit_code"])
 
+    # --- pause, restart, rename, update ---------------------------------------------
+
+    def _frozen(self, cid: str) -> bool:
+        """Whether the running container's cgroup is frozen."""
+        from dockyard.runtime.container import Runtime
+        from dockyard.runtime.state import Status
+
+        with contextlib.suppress(DockyardError, OSError):
+            return Runtime(self.runtime_root).status(cid) == Status.PAUSED
+        return False
+
+    def _thaw(self, info: Mapping[str, Any]) -> None:
+        """Thaw a paused container (before it is stopped or killed)."""
+        from dockyard.runtime.container import Runtime
+
+        if info["paused"]:
+            with contextlib.suppress(DockyardError, OSError):
+                Runtime(self.runtime_root).resume(info["id"])
+
+    def _live(self, id_or_name: str) -> dict[str, Any]:
+        """The observed row of a running (or paused) container; Docker's Conflicts for
+        one that is not running or is between two runs."""
+        cid = self.resolve(id_or_name)
+        info = self._observe(self._row(cid))
+        if info is None:
+            raise NotFound(f"No such container: {id_or_name}")
+        if info["state"] != "running":
+            raise Conflict(f"container {cid} is not running")
+        if info["restarting"]:
+            raise Conflict(f"Container {cid} is restarting, wait until the container is "
+                           "running")
+        return info
+
+    def pause(self, id_or_name: str) -> None:
+        """Freeze every process of a running container (the cgroup freezer)."""
+        from dockyard.runtime.container import Runtime
+
+        info = self._live(id_or_name)
+        if info["paused"]:
+            raise Conflict(f"Container {info['id']} is already paused")
+        Runtime(self.runtime_root).pause(info["id"])
+
+    def unpause(self, id_or_name: str) -> None:
+        """Thaw a paused container."""
+        from dockyard.runtime.container import Runtime
+
+        info = self._live(id_or_name)
+        if not info["paused"]:
+            raise Conflict(f"Container {info['id']} is not paused")
+        Runtime(self.runtime_root).resume(info["id"])
+
+    def restart(self, id_or_name: str, timeout: float | None = None,
+                sig: str | int | None = None) -> None:
+        """``stop`` (if it runs), then ``start``: a new run, whose RestartCount starts
+        from 0 as after any manual start (Docker counts the policy's restarts only)."""
+        cid = self.resolve(id_or_name)
+        self.stop(cid, timeout, sig)
+        self.start(cid)
+
+    def rename(self, id_or_name: str, new_name: str) -> None:
+        """Give the container another name, with Docker's checks."""
+        if not id_or_name or not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        cid = self.resolve(id_or_name)
+        new_name = new_name.removeprefix("/")
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT name FROM containers WHERE id = ?", (cid,)).fetchone()
+            if row is None:
+                raise NotFound(f"No such container: {id_or_name}")
+            if row["name"] == new_name:
+                raise InvalidArgument("Renaming a container with the same name as its "
+                                      "current name")
+            if not _NAME.match(new_name):
+                raise InvalidArgument(f"Invalid container name ({new_name}), only "
+                                      "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            taken = conn.execute("SELECT id FROM containers WHERE name = ?",
+                                 (new_name,)).fetchone()
+            if taken is not None:
+                raise _name_in_use(new_name, taken[0])
+            conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, cid))
+
+    def update(self, id_or_name: str, *, memory: int | None = None,
+               memory_swap: int | None = None, nano_cpus: int | None = None,
+               cpu_shares: int | None = None, pids_limit: int | None = None,
+               restart: RestartPolicy | None = None) -> None:
+        """Change a container's limits and restart policy (Docker's ``update``).
+
+        The new values are stored in its HostConfig and its bundle (the next start,
+        and the monitor's restarts, create it with them); a running container's cgroup
+        gets them at once through ``Runtime.update``. The restart policy takes effect
+        at the next start: the running monitor keeps the one it was started with.
+        ``pids_limit`` <= 0 and ``nano_cpus`` 0 remove those limits.
+        """
+        import msgspec
+
+        from dockyard.engine import ocispec
+        from dockyard.oci import runtime as oci
+        from dockyard.oci.document import dump
+        from dockyard.runtime.container import Runtime
+
+        cid = self.resolve(id_or_name)
+        info = self._observe(self._row(cid))
+        if info is None:
+            raise NotFound(f"No such container: {id_or_name}")
+        host = _load_host(info["host_config"])
+        changes: dict[str, Any] = {}
+        if memory:
+            # Docker stores its default swap (twice the memory) with the container: a new
+            # memory limit is checked against it, and keeps it unless told otherwise.
+            swap = host.memory_swap or (2 * host.memory if host.memory else 0)
+            if swap > 0 and memory > swap and not memory_swap:
+                raise Conflict(f"Cannot update container {cid}: Memory limit should be "
+                               "smaller than already set memoryswap limit, update the "
+                               "memoryswap at the same time")
+            changes.update(memory=memory, memory_swap=swap or None)
+        if memory_swap:
+            changes["memory_swap"] = memory_swap
+        if nano_cpus is not None:
+            changes["nano_cpus"] = nano_cpus or None
+        if cpu_shares is not None:
+            changes["cpu_shares"] = cpu_shares or None
+        if pids_limit is not None:
+            changes["pids_limit"] = pids_limit if pids_limit > 0 else None
+        if restart is not None:
+            if host.auto_remove and restart.name not in ("", "no"):
+                raise Conflict(f"Cannot update container {cid}: Restart policy cannot be "
+                               "updated because AutoRemove is enabled for the container")
+            changes["restart_policy"] = restart
+        new = msgspec.structs.replace(host, **changes)
+        # ocispec's checks of the values are the daemon's (minimum memory, CPU range).
+        resources = ocispec._resources(new)
+        limits = oci.LinuxResources(memory=resources.memory, cpu=resources.cpu,
+                                    pids=resources.pids)
+        if pids_limit is not None and pids_limit <= 0:
+            limits.pids = oci.LinuxPids(limit=-1)  # written as "max": no limit
+        if nano_cpus == 0 and host.nano_cpus:
+            limits.cpu = msgspec.structs.replace(limits.cpu or oci.LinuxCPU(), quota=-1)
+        if info["state"] == "running" and not info["restarting"]:
+            try:
+                Runtime(self.runtime_root).update(cid, limits)
+            except DockyardError as e:
+                raise type(e)(f"Cannot update container {cid}: {e}") from None
+        bundle_config = os.path.join(self._bundle(cid), "config.json")
+        with open(bundle_config, "rb") as f:
+            spec = oci.load_spec(f.read())
+        if spec.linux is not None:
+            spec.linux.resources = msgspec.structs.replace(
+                spec.linux.resources or oci.LinuxResources(), memory=limits.memory,
+                cpu=limits.cpu, pids=limits.pids)
+        _write(bundle_config, dump(spec, indent=2))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE containers SET host_config = ? WHERE id = ?",
+                         (dump(new).decode(), cid))
+
     # --- exec and attach ------------------------------------------------------------
 
     def _running(self, id_or_name: str) -> str:
@@ -556,6 +721,8 @@ class ContainerService:
             raise NotFound(f"No such container: {id_or_name}")
         if info["state"] != "running":
             raise Conflict(f"container {cid} is not running")
+        if info["paused"]:
+            raise Conflict(f"Container {cid} is paused, unpause the container before exec")
         return cid
 
     def exec(self, id_or_name: str, command: Sequence[str], *, user: str | None = None,
@@ -629,6 +796,8 @@ class ContainerService:
         info = self._observe(self._row(cid))
         if info is None or info["state"] != "running":
             raise Conflict("You cannot attach to a stopped container, start it first")
+        if info["paused"]:
+            raise Conflict("You cannot attach to a paused container, unpause it first")
         try:
             return monitor.attach(self._monitor_dir(cid))
         except Conflict:
@@ -656,7 +825,7 @@ class ContainerService:
         from dockyard.runtime import monitor
 
         info = dict(row)
-        info["restarting"] = False
+        info["restarting"] = info["paused"] = False
         if info["state"] == "creating":
             if info["pid"] != os.getpid() and not _pid_alive(info["pid"]):
                 with contextlib.suppress(Exception):
@@ -675,6 +844,8 @@ class ContainerService:
                 info["exit_code"] = status.exit_code
             else:
                 info["restart_count"] = 0
+                # Paused is no state of the row: the freezer is the truth, whoever froze it.
+                info["paused"] = self._frozen(info["id"])
             return info
         # It exited (or its monitor died): record it, and release what it held.
         self._release(info["id"])
@@ -768,6 +939,7 @@ class ContainerService:
             if not force:
                 raise Conflict(f"You cannot remove a running container {cid}. Stop the "
                                "container before attempting removal or force remove")
+            self._thaw(info)
             with contextlib.suppress(Conflict):
                 monitor.stop(self._monitor_dir(cid), 0, signal.SIGKILL)
             self._settle(cid)
@@ -810,7 +982,7 @@ class ContainerService:
             status = summary["State"]
             if status == "exited" and json.loads(info["host_config"]).get("AutoRemove"):
                 continue  # removed as it was seen exited (--rm)
-            if not all and status not in ("running", "restarting") and \
+            if not all and status not in ("running", "restarting", "paused") and \
                     "status" not in filters and "exited" not in filters:
                 continue
             if "id" in filters and not any(info["id"].startswith(v) for v in filters["id"]):
@@ -906,8 +1078,8 @@ class ContainerService:
         path, args = self._command(info, json.loads(info["config"]))
         state = _state_name(info)
         run_dir = self._run_dir(cid)
-        pid = info["pid"] if state in ("running", "restarting") else 0
-        if state == "running":
+        pid = info["pid"] if state in ("running", "restarting", "paused") else 0
+        if state in ("running", "paused"):
             pid = self._live_pid(cid) or pid
         return {
             "Id": cid,
@@ -916,8 +1088,8 @@ class ContainerService:
             "Args": args,
             "State": {
                 "Status": state,
-                "Running": state in ("running", "restarting"),
-                "Paused": False,
+                "Running": state in ("running", "restarting", "paused"),
+                "Paused": state == "paused",
                 "Restarting": state == "restarting",
                 "OOMKilled": bool(info["oom_killed"]),
                 "Dead": False,
@@ -943,7 +1115,8 @@ class ContainerService:
             "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no",
                                                                     "MaximumRetryCount": 0},
                            "AutoRemove": False, "Privileged": False,
-                           "ReadonlyRootfs": False, "Memory": 0, "NanoCpus": 0,
+                           "ReadonlyRootfs": False, "Memory": 0, "MemorySwap": 0,
+                           "NanoCpus": 0, "CpuShares": 0,
                            "PidsLimit": None, "CapAdd": None, "CapDrop": None,
                            "Binds": None, "Tmpfs": None, "LogConfig": {
                                "Type": "json-file", "Config": {}}, **host},
@@ -968,6 +1141,112 @@ class ContainerService:
         if info is None:
             raise NotFound(f"No such container: {id_or_name}")
         return _state_name(info)
+
+    # --- prune, top, stats ----------------------------------------------------------
+
+    def prune(self, *, until: float | None = None,
+              labels: Sequence[str] = ()) -> tuple[builtins.list[str], int]:
+        """Remove the containers that do not run (created or exited), as Docker's
+        ``container prune``: those created before ``until`` (unix time) and with every
+        label of ``labels`` (``key`` or ``key=value``). Their volumes stay. Returns
+        their IDs and the space their writable layers took."""
+        removed: builtins.list[str] = []
+        reclaimed = 0
+        for row in self.db.query("SELECT * FROM containers ORDER BY created_unix"):
+            info = self._observe(row)
+            if info is None or info["state"] in ("running", "creating"):
+                continue
+            if info["state"] == "exited" and json.loads(info["host_config"]).get("AutoRemove"):
+                continue  # removed as it was seen exited (--rm)
+            if until is not None and info["created_unix"] >= until:
+                continue
+            if not all_labels_match(json.loads(info["config"]).get("Labels") or {}, labels):
+                continue
+            with contextlib.suppress(DockyardError, OSError):
+                reclaimed += self.images.snapshots.usage(info["id"]).size
+            with contextlib.suppress(NotFound):
+                self._destroy(info["id"], volumes=False)
+                removed.append(info["id"])
+        return removed, reclaimed
+
+    def top(self, id_or_name: str, ps_args: Sequence[str] = ()) -> dict[str, Any]:
+        """The host's ``ps`` (``ps_args``, default ``-ef``) cut to the container's
+        processes, in the shape of Docker's ``/containers/ID/top``: ``Titles`` and
+        ``Processes`` (the last column may hold spaces, as ``CMD`` does)."""
+        import subprocess
+
+        from dockyard.runtime.container import Runtime
+
+        info = self._live(id_or_name)
+        pids = set(Runtime(self.runtime_root).pids(info["id"]))
+        result = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True,
+                                text=True, check=False)
+        if result.returncode != 0:
+            raise InvalidArgument(f"Error running ps: {result.stderr.strip()}")
+        lines = result.stdout.splitlines()
+        titles = lines[0].split() if lines else []
+        if "PID" not in titles:
+            raise InvalidArgument("Couldn't find PID field in ps output")
+        column = titles.index("PID")
+        processes = []
+        for line in lines[1:]:
+            fields = line.split()
+            if len(fields) < len(titles) or not fields[column].isdigit():
+                continue
+            if int(fields[column]) in pids:
+                last = len(titles) - 1
+                processes.append([*fields[:last], " ".join(fields[last:])])
+        return {"Titles": titles, "Processes": processes}
+
+    def stats(self, names: Sequence[str] = (), *, all: bool = False,
+              interval: float = 0.5) -> builtins.list[dict[str, Any]]:
+        """One sample of the resource use of the named containers (default: those that
+        run; every one with ``all``), read from their cgroups: CPU % over ``interval``
+        seconds, memory (without the inactive page cache, as Docker's CLI shows it)
+        and its limit (the host's memory when there is none), block and network I/O
+        (the init's interfaces but ``lo``), pids. A container that does not run is
+        all zeros. Each: ID, Name, CPUPerc, MemUsage, MemLimit, NetRx, NetTx,
+        BlockRead, BlockWrite, PIDs."""
+        infos = ([self._observe(self._row(self.resolve(name))) for name in names]
+                 if names else [self._observe(row) for row in self.db.query(
+                     "SELECT * FROM containers ORDER BY created_unix DESC")])
+        live: dict[str, Any] = {}
+        chosen = []
+        for info in infos:
+            if info is None or info["state"] == "creating":
+                continue
+            if info["state"] == "running" and not info["restarting"]:
+                with contextlib.suppress(DockyardError, OSError):
+                    live[info["id"]] = self._cgroup(info["id"])
+            if names or all or info["id"] in live:
+                chosen.append(info)
+        first = {cid: (_cpu_usage(cg), time.monotonic_ns()) for cid, cg in live.items()}
+        if first:
+            time.sleep(interval)
+        result = []
+        for info in chosen:
+            cid = info["id"]
+            sample = {"ID": cid, "Name": info["name"], "CPUPerc": 0.0, "MemUsage": 0,
+                      "MemLimit": 0, "NetRx": 0, "NetTx": 0, "BlockRead": 0,
+                      "BlockWrite": 0, "PIDs": 0}
+            cg = live.get(cid)
+            if cg is not None and cg.exists():
+                used, then = first[cid]
+                elapsed = time.monotonic_ns() - then
+                sample["CPUPerc"] = max(0, _cpu_usage(cg) - used) * 100.0 / max(elapsed, 1)
+                sample["MemUsage"], sample["MemLimit"] = _memory_usage(cg)
+                sample["BlockRead"], sample["BlockWrite"] = _block_io(cg)
+                sample["PIDs"] = _cgroup_int(cg, "pids.current")
+                if json.loads(info["host_config"]).get("NetworkMode") != "host":
+                    sample["NetRx"], sample["NetTx"] = _net_io(self._live_pid(cid))
+            result.append(sample)
+        return result
+
+    def _cgroup(self, cid: str) -> Any:
+        from dockyard.linux import cgroups
+        from dockyard.runtime.state import StateDir
+
+        return cgroups.open_cgroup(StateDir(self.runtime_root, cid).read().cgroup_path)
 
     # --- logs -----------------------------------------------------------------------
 
@@ -1159,7 +1438,9 @@ def _log_options(host: HostConfig) -> tuple[int, int]:
 
 def _state_name(info: Mapping[str, Any]) -> str:
     if info["state"] == "running":
-        return "restarting" if info.get("restarting") else "running"
+        if info.get("restarting"):
+            return "restarting"
+        return "paused" if info.get("paused") else "running"
     if info["state"] == "creating":
         return "created"
     return str(info["state"])
@@ -1170,8 +1451,9 @@ def _status_text(info: Mapping[str, Any], state: str) -> str:
     from dockyard.cli.formatting import human_duration  # pure text, no I/O
 
     now = time.time()
-    if state == "running":
-        return "Up " + human_duration(now - parse_timestamp(info["started_at"]))
+    if state in ("running", "paused"):
+        up = "Up " + human_duration(now - parse_timestamp(info["started_at"]))
+        return up + " (Paused)" if state == "paused" else up
     if state == "restarting":
         return (f"Restarting ({info['exit_code']}) "
                 f"{human_duration(now - parse_timestamp(info['finished_at']))} ago")
@@ -1202,6 +1484,86 @@ def all_labels_match(labels: Mapping[str, str], wanted: Sequence[str]) -> bool:
         if key not in labels or (sep and labels[key] != value):
             return False
     return True
+
+
+def _name_in_use(name: str, holder: str) -> Conflict:
+    """Docker's error for a name another container has."""
+    return Conflict(f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{holder}". You have to remove (or rename) that container to be able '
+                    "to reuse that name.")
+
+
+def _cgroup_int(cg: Any, name: str) -> int:
+    """A number a cgroup file holds; 0 when the file is missing or says ``max``."""
+    with contextlib.suppress(DockyardError, ValueError):
+        return int(cg.read(name))
+    return 0
+
+
+def _cgroup_keyed(cg: Any, name: str) -> dict[str, int]:
+    """A ``key value`` per line cgroup file (``memory.stat``, ``cpu.stat``)."""
+    with contextlib.suppress(DockyardError):
+        return {key: int(value) for key, _, value in
+                (line.partition(" ") for line in cg.read(name).splitlines())
+                if value.strip().lstrip("-").isdigit()}
+    return {}
+
+
+def _cpu_usage(cg: Any) -> int:
+    """The CPU time the cgroup used, in nanoseconds."""
+    if cg.version == "v1":
+        return _cgroup_int(cg, "cpuacct.usage")
+    return _cgroup_keyed(cg, "cpu.stat").get("usage_usec", 0) * 1000
+
+
+def _memory_usage(cg: Any) -> tuple[int, int]:
+    """The memory the cgroup uses less its inactive file cache (what Docker's CLI
+    shows), and its limit, capped to the host's memory."""
+    host = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if cg.version == "v1":
+        usage = _cgroup_int(cg, "memory.usage_in_bytes")
+        inactive = _cgroup_keyed(cg, "memory.stat").get("total_inactive_file", 0)
+        limit = _cgroup_int(cg, "memory.limit_in_bytes")
+    else:
+        usage = _cgroup_int(cg, "memory.current")
+        inactive = _cgroup_keyed(cg, "memory.stat").get("inactive_file", 0)
+        limit = _cgroup_int(cg, "memory.max")
+    return max(0, usage - inactive), min(limit, host) if limit > 0 else host
+
+
+def _block_io(cg: Any) -> tuple[int, int]:
+    """Bytes read from and written to block devices by the cgroup."""
+    read = written = 0
+    if cg.version == "v1":
+        with contextlib.suppress(DockyardError):
+            for line in cg.read("blkio.throttle.io_service_bytes_recursive").splitlines():
+                fields = line.split()  # "8:0 Read 4096"; the "Total" lines have 2 fields
+                if len(fields) == 3 and fields[1] in ("Read", "Write"):
+                    if fields[1] == "Read":
+                        read += int(fields[2])
+                    else:
+                        written += int(fields[2])
+        return read, written
+    with contextlib.suppress(DockyardError):
+        for line in cg.read("io.stat").splitlines():  # "8:0 rbytes=N wbytes=N ..."
+            values = dict(item.partition("=")[::2] for item in line.split()[1:])
+            read += int(values.get("rbytes", 0))
+            written += int(values.get("wbytes", 0))
+    return read, written
+
+
+def _net_io(pid: int) -> tuple[int, int]:
+    """Bytes received and sent on the interfaces (but ``lo``) of ``pid``'s network
+    namespace."""
+    received = sent = 0
+    text = _read_text(f"/proc/{pid}/net/dev") if pid else None
+    for line in (text or "").splitlines()[2:]:  # two header lines
+        name, _, counters = line.partition(":")
+        fields = counters.split()
+        if name.strip() != "lo" and len(fields) >= 9:
+            received += int(fields[0])
+            sent += int(fields[8])
+    return received, sent
 
 
 def _pid_alive(pid: int) -> bool:
