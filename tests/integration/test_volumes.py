@@ -16,8 +16,8 @@ import bundles
 from dockyard.engine.db import SCHEMA_VERSION, Database
 from dockyard.engine.volumes import VolumeService
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
+from dockyard.linux.mountinfo import is_mountpoint
 from dockyard.volumes import ANONYMOUS_LABEL
-from dockyard.volumes.local import is_mounted
 
 pytestmark = [
     pytest.mark.root,
@@ -150,21 +150,21 @@ def test_tmpfs_volume_is_mounted_on_use_and_unmounted_by_the_last_release(
         volumes: VolumeService) -> None:
     path = volumes.create("scratch", options=TMPFS)["Mountpoint"]
     assert volumes.inspect("scratch")["Options"] == TMPFS
-    assert not is_mounted(path)
+    assert not is_mountpoint(path)
     assert volumes.mount_path("scratch", "ctr1") == path
     assert volumes.mount_path("scratch", "ctr1") == path  # the same user: one use
     assert volumes.mount_path("scratch", "ctr2") == path
-    assert is_mounted(path)
+    assert is_mountpoint(path)
     assert os.statvfs(path).f_blocks * os.statvfs(path).f_frsize == 4 << 20
     assert oct(os.stat(path).st_mode & 0o7777) == oct(0o750)
     Path(path, "file").write_text("in memory")
     with pytest.raises(Conflict, match=r"volume is in use - \[ctr1, ctr2\]"):
         volumes.remove("scratch")
     volumes.release("scratch", "ctr1")
-    assert is_mounted(path)
+    assert is_mountpoint(path)
     volumes.release("scratch", "ctr2")
     volumes.release("scratch", "ctr2")  # twice is no error
-    assert not is_mounted(path)
+    assert not is_mountpoint(path)
     assert os.listdir(path) == []
     volumes.remove("scratch")
 
@@ -181,7 +181,7 @@ def test_bind_volume_shows_a_host_directory_and_removing_it_keeps_the_directory(
     Path(path, "new").write_text("from the volume")
     assert (host / "new").read_text() == "from the volume"
     volumes.release("shared", "ctr")
-    assert not is_mounted(path)
+    assert not is_mountpoint(path)
     volumes.remove("shared")
     assert sorted(os.listdir(host)) == ["kept", "new"]
 
@@ -279,8 +279,8 @@ def test_populate_fills_a_tmpfs_volume_its_container_has_mounted(
     volumes.mount_path("scratch", "ctr")
     try:
         assert volumes.populate("scratch", str(rootfs), "/srv/data")
-        assert is_mounted(path)
+        assert is_mountpoint(path)
         assert Path(path, "conf").read_text() == "setting=1"
     finally:
         volumes.release("scratch", "ctr")
-    assert not is_mounted(path)
+    assert not is_mountpoint(path)

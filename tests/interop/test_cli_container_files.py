@@ -15,7 +15,6 @@ import io
 import os
 import secrets
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -30,23 +29,6 @@ pytestmark = [
 ]
 
 __all__ = ["user"]  # the fixture, imported for the tests below
-
-# The commands are not in dockyard's table yet: a launcher adds them, then runs main.
-_LAUNCHER = """
-import sys
-from dockyard.cli import main
-for name in ("cp", "diff", "commit", "export"):
-    main.COMMANDS.setdefault(name, main.Command("dockyard.cli.container_files", name))
-sys.exit(main.main())
-"""
-
-
-@pytest.fixture
-def files_user(user: User) -> User:
-    """The ``user`` whose ``dockyard`` knows cp, diff, commit and export."""
-    user.base[0:1] = [sys.executable, "-c", _LAUNCHER]
-    return user
-
 
 def _running(user: User, script: str, name: str = "box") -> str:
     """A detached busybox container that ran ``script`` and then sleeps."""
@@ -72,8 +54,7 @@ def _bytes(user: User, *args: str, stdin: bytes | None = None) -> bytes:
     return result.stdout
 
 
-def test_cp_out_of_a_container(files_user: User, tmp_path: Path) -> None:
-    user = files_user
+def test_cp_out_of_a_container(user: User, tmp_path: Path) -> None:
     _running(user, "mkdir -p /data/sub; echo one > /data/a; echo two > /data/sub/b; "
                    "chown 1000:1000 /data/a")
     out = tmp_path / "out"
@@ -98,8 +79,7 @@ def test_cp_out_of_a_container(files_user: User, tmp_path: Path) -> None:
         ["data", "data/a", "data/sub", "data/sub/b"]
 
 
-def test_cp_into_a_container_running_or_stopped(files_user: User, tmp_path: Path) -> None:
-    user = files_user
+def test_cp_into_a_container_running_or_stopped(user: User, tmp_path: Path) -> None:
     _running(user, "mkdir /dir")
     (tmp_path / "file").write_text("host file\n")
     os.chown(tmp_path / "file", 1000, 1000)
@@ -131,8 +111,7 @@ def test_cp_into_a_container_running_or_stopped(files_user: User, tmp_path: Path
     assert user("exec", "box", "cat", "/later").stdout == "host file\n"
 
 
-def test_cp_stays_inside_the_container(files_user: User, tmp_path: Path) -> None:
-    user = files_user
+def test_cp_stays_inside_the_container(user: User, tmp_path: Path) -> None:
     _running(user, "ln -s / /evil; echo container shadow > /etc/shadow")
     user("cp", "box:/evil/etc/shadow", str(tmp_path / "shadow"))
     assert (tmp_path / "shadow").read_text() == "container shadow\n"
@@ -152,8 +131,7 @@ def test_cp_stays_inside_the_container(files_user: User, tmp_path: Path) -> None
     assert (tmp_path / "followed" / "etc" / "shadow").read_text() == "container shadow\n"
 
 
-def test_cp_through_a_symlink_swapped_while_copying(files_user: User, tmp_path: Path) -> None:
-    user = files_user
+def test_cp_through_a_symlink_swapped_while_copying(user: User, tmp_path: Path) -> None:
     host_passwd = Path("/etc/passwd").read_bytes()
     # /d flips between a symlink to / and a directory, as fast as the shell can.
     _running(user, "(while :; do rm -rf /d; ln -s / /d; rm /d; mkdir -p /d/etc; "
@@ -167,8 +145,7 @@ def test_cp_through_a_symlink_swapped_while_copying(files_user: User, tmp_path: 
     assert copied, "no copy went through"
 
 
-def test_diff_lists_the_changes(files_user: User) -> None:
-    user = files_user
+def test_diff_lists_the_changes(user: User) -> None:
     _running(user, "touch /new; rm /etc/group; echo more >> /etc/passwd; mkdir -p /a/b")
     lines = user("diff", "box").stdout.splitlines()
     assert lines == ["A /a", "A /a/b", "C /etc", "D /etc/group", "C /etc/passwd", "A /new",
@@ -177,8 +154,7 @@ def test_diff_lists_the_changes(files_user: User) -> None:
     assert user("diff", "box").stdout.splitlines() == lines
 
 
-def test_commit_then_run_the_new_image(files_user: User) -> None:
-    user = files_user
+def test_commit_then_run_the_new_image(user: User) -> None:
     _running(user, "echo committed > /made; rm /etc/group")
     image_id = user("commit", "-c", "ENV FROM_COMMIT=yes", "-m", "a message", "-a", "me",
                     "box", "snap:v1").stdout.strip()
@@ -195,8 +171,7 @@ def test_commit_then_run_the_new_image(files_user: User) -> None:
     assert bad.returncode == 1 and "RUN is not supported" in bad.stderr
 
 
-def test_export_writes_the_whole_filesystem(files_user: User, tmp_path: Path) -> None:
-    user = files_user
+def test_export_writes_the_whole_filesystem(user: User, tmp_path: Path) -> None:
     _running(user, "echo exported > /made")
     names = _tar_names(_bytes(user, "export", "box"))
     assert {"bin/busybox", "made", "etc/passwd"} <= set(names)

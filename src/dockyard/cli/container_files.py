@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.cli.containers import _boolean, service
+from dockyard.cli.containers import service
+from dockyard.cli.prompting import parse_bool
 from dockyard.errors import DockyardError, InvalidArgument
 
 
@@ -189,7 +190,7 @@ def _commit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--author")
     p.add_argument("-c", "--change", action="append", default=[])
     p.add_argument("-m", "--message")
-    p.add_argument("-p", "--pause", type=_boolean, default=True, nargs="?", const=True,
+    p.add_argument("-p", "--pause", type=parse_bool, default=True, nargs="?", const=True,
                    help="pause the container while committing (default true)")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")

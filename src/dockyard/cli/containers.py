@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dockyard.cli.prompting import parse_filters
+from dockyard.cli.prompting import parse_bool, parse_filters
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ def _forward_stdin(containers: Any, cid: str) -> None:
     from dockyard.runtime import monitor
 
     try:
-        sock = monitor.attach(containers._monitor_dir(cid))
+        sock = monitor.attach(containers.monitor_dir(cid))
     except DockyardError:
         return
 
@@ -316,9 +316,9 @@ def exec_(options: argparse.Namespace, args: argparse.Namespace) -> int:
             stdio = Stdio(0 if args.interactive else null, 1, 2)
         env: list[str] = []
         if args.env:  # engine.options costs ~25 ms to import: only when it is needed
-            from dockyard.engine.options import _env_value
+            from dockyard.engine.options import env_value
 
-            env = [_env_value(entry) for entry in args.env]
+            env = [env_value(entry) for entry in args.env]
         pid_or_code = containers.exec(
             args.container, args.command, user=args.user, env=env, workdir=args.workdir,
             privileged=args.privileged, tty=args.tty, console_size=window_size(0, 1),
@@ -819,14 +819,8 @@ def _detach_keys_flag(p: argparse.ArgumentParser) -> None:
 
 def _attach_flags(p: argparse.ArgumentParser) -> None:
     _detach_keys_flag(p)
-    p.add_argument("--sig-proxy", type=_boolean, default=True, nargs="?", const=True,
+    p.add_argument("--sig-proxy", type=parse_bool, default=True, nargs="?", const=True,
                    help="send the signals we get to the container (without -t)")
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false", "1", "0"):
-        raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
-    return text.lower() in ("true", "1")
 
 
 def _attach_args(p: argparse.ArgumentParser) -> None:

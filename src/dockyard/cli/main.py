@@ -34,6 +34,7 @@ class Command(NamedTuple):
 # Top-level verbs, and the management commands ("image ls") that lead to the same code.
 _IMAGES = "dockyard.cli.images"
 _VOLUMES = "dockyard.cli.volumes"
+_FILES = "dockyard.cli.container_files"
 _CONTAINERS = "dockyard.cli.containers"
 COMMANDS: dict[str, Command] = {
     "version": Command("dockyard.cli.system", "Show the dockyard version information"),
@@ -82,6 +83,11 @@ COMMANDS: dict[str, Command] = {
     "volume-inspect": Command(_VOLUMES, "Display detailed information on one or more volumes"),
     "volume-rm": Command(_VOLUMES, "Remove one or more volumes"),
     "volume-prune": Command(_VOLUMES, "Remove unused local volumes"),
+    "cp": Command(_FILES, "Copy files/folders between a container and the local filesystem"),
+    "diff": Command(_FILES, "Inspect changes to files or directories on a container's "
+                    "filesystem"),
+    "commit": Command(_FILES, "Create a new image from a container's changes"),
+    "export": Command(_FILES, "Export a container's filesystem as a tar archive"),
 }
 MANAGEMENT: dict[str, dict[str, str]] = {
     "volume": {"create": "volume-create", "ls": "volume-ls", "list": "volume-ls",
@@ -98,7 +104,8 @@ MANAGEMENT: dict[str, dict[str, str]] = {
                   "inspect": "container-inspect", "exec": "exec", "attach": "attach",
                   "pause": "pause", "unpause": "unpause", "restart": "restart",
                   "rename": "rename", "update": "update", "prune": "container-prune",
-                  "top": "top", "port": "port", "stats": "stats"},
+                  "top": "top", "port": "port", "stats": "stats", "cp": "cp",
+                  "diff": "diff", "commit": "commit", "export": "export"},
 }
 
 

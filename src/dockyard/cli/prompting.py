@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from dockyard.errors import InvalidArgument
@@ -23,3 +24,10 @@ def confirm(warning: str) -> bool:
     print(f"{warning}\nAre you sure you want to continue? [y/N] ", end="", flush=True)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
+
+
+def parse_bool(text: str) -> bool:
+    """A flag value like docker's booleans: ``true``/``false``/``1``/``0``."""
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+    return text.lower() in ("true", "1")

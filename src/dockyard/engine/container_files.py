@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard.linux import syscalls as sc
+from dockyard.linux.mountinfo import is_mountpoint
 from dockyard.storage import layers
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _mounted(containers: ContainerService, cid: str) -> Iterator[str]:
     from dockyard.storage.snapshots import mount_all, unmount
 
     rootfs = containers.inspect(cid)["GraphDriver"]["Data"]["MergedDir"]
-    if os.path.ismount(rootfs):
+    if is_mountpoint(rootfs):
         yield rootfs
         return
     target = tempfile.mkdtemp(prefix=f"cp-{cid[:12]}-", dir=containers.runroot)
@@ -202,7 +203,7 @@ def _write_tree(tf: tarfile.TarFile, pfd: int, name: str, base: str,
     ``diff_layer``'s writer, given no lower tree, writes every file it walks."""
     from dockyard.storage import tree
 
-    differ = layers._Differ(tf, "vfs")
+    differ = layers.Differ(tf, "vfs")
     differ.emit(pfd, name, base, st)
     if stat.S_ISDIR(st.st_mode):
         sub = tree.open_dir(pfd, name)
@@ -292,7 +293,7 @@ def _copy_entries(stream: BinaryIO, out: BinaryIO, keep_owner: bool,
 # --- diff, export, commit -------------------------------------------------------------
 
 
-class _Lister(layers._Differ):
+class _Lister(layers.Differ):
     """``diff_layer``'s walker, noting each change instead of writing it: a file of the
     container's tree is added (A) or changed (C) as the image has it or not, a whiteout
     (or, compared, a file gone) is a deletion (D).
@@ -304,7 +305,7 @@ class _Lister(layers._Differ):
     def __init__(self, lower_fds: Sequence[int] = (), lower_root: int | None = None) -> None:
         super().__init__(None, "vfs")  # type: ignore[arg-type]  # nothing is written
         self.found: list[Change] = []
-        self._layers = layers._Applier(-1, "overlay", lower_fds)
+        self._layers = layers.Applier(-1, "overlay", lower_fds)
         self._lower_root = lower_root
 
     def emit(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:

@@ -69,6 +69,7 @@ from dockyard.engine.db import Database
 from dockyard.engine.volumes import VolumeService
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.linux import syscalls as sc
+from dockyard.linux.mountinfo import is_mountpoint
 
 if TYPE_CHECKING:
     from dockyard.engine.config import RestartPolicy
@@ -192,7 +193,7 @@ class ContainerService:
     def _rootfs(self, cid: str) -> str:
         return os.path.join(self._bundle(cid), "rootfs")
 
-    def _monitor_dir(self, cid: str) -> str:
+    def monitor_dir(self, cid: str) -> str:
         return os.path.join(self._run_dir(cid), "monitor")
 
     def _netns(self, cid: str) -> str:
@@ -450,20 +451,20 @@ class ContainerService:
         host = _load_host(info["host_config"])
         # The monitor of the last run may still be finishing (it exits right after it
         # recorded the exit): give it a moment.
-        state_dir = self._monitor_dir(cid)
+        state_dir = self.monitor_dir(cid)
         deadline = time.monotonic() + 5
         while monitor.monitor_alive(state_dir) and time.monotonic() < deadline:
             time.sleep(0.01)
         rootfs = self._rootfs(cid)
         try:
-            if not os.path.ismount(rootfs):
+            if not is_mountpoint(rootfs):
                 mount_all(self.images.snapshots.mounts(cid), rootfs)
             for point in _mount_points(info["config"]):
                 self.volumes.mount_path(point["Name"], cid)
                 if not point["NoCopy"]:
                     # Docker's copy-up: a volume still empty gets the image's files.
                     self.volumes.populate(point["Name"], rootfs, point["Destination"])
-            if host.network_mode != "host" and not os.path.ismount(self._netns(cid)):
+            if host.network_mode != "host" and not is_mountpoint(self._netns(cid)):
                 _new_netns(self._netns(cid))
             restart = host.restart_policy
             policy = monitor.RestartPolicy.parse(
@@ -512,7 +513,7 @@ class ContainerService:
             return
         self._thaw(info)  # a frozen init would never see the stop signal
         with contextlib.suppress(Conflict):
-            monitor.stop(self._monitor_dir(cid), timeout,
+            monitor.stop(self.monitor_dir(cid), timeout,
                          None if sig is None else signal_number(sig))
         self._settle(cid)
 
@@ -547,7 +548,7 @@ class ContainerService:
         info = self._observe(self._row(cid))
         if info is not None and info["state"] == "running":
             with contextlib.suppress(Conflict, OSError), \
-                    monitor.attach(self._monitor_dir(cid)) as sock:
+                    monitor.attach(self.monitor_dir(cid)) as sock:
                 while (frame := monitor.read_frame(sock)) is not None:
                     if frame[0] == monitor.Frame.EXIT and \
                             not json.loads(frame[1]).get("restarting"):
@@ -687,7 +688,7 @@ class ContainerService:
             changes["restart_policy"] = restart
         new = msgspec.structs.replace(host, **changes)
         # ocispec's checks of the values are the daemon's (minimum memory, CPU range).
-        resources = ocispec._resources(new)
+        resources = ocispec.render_resources(new)
         limits = oci.LinuxResources(memory=resources.memory, cpu=resources.cpu,
                                     pids=resources.pids)
         if pids_limit is not None and pids_limit <= 0:
@@ -799,7 +800,7 @@ class ContainerService:
         if info["paused"]:
             raise Conflict("You cannot attach to a paused container, unpause it first")
         try:
-            return monitor.attach(self._monitor_dir(cid))
+            return monitor.attach(self.monitor_dir(cid))
         except Conflict:
             raise Conflict("You cannot attach to a stopped container, start it first") \
                 from None
@@ -808,7 +809,7 @@ class ContainerService:
         """Wait (briefly) until the monitor recorded the final exit, and reconcile."""
         from dockyard.runtime import monitor
 
-        state_dir = self._monitor_dir(cid)
+        state_dir = self.monitor_dir(cid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and monitor.monitor_alive(state_dir):
             status = monitor.read_exit(state_dir)
@@ -834,7 +835,7 @@ class ContainerService:
             return info
         if info["state"] != "running":
             return info
-        state_dir = self._monitor_dir(info["id"])
+        state_dir = self.monitor_dir(info["id"])
         status = monitor.read_exit(state_dir) if os.path.exists(state_dir) else None
         alive = monitor.monitor_alive(state_dir)
         if alive and (status is None or status.restarting):
@@ -886,7 +887,7 @@ class ContainerService:
             with contextlib.suppress(DockyardError, OSError):
                 Runtime(self.runtime_root).delete(cid, force=True)
         netns = self._netns(cid)
-        if os.path.ismount(netns):
+        if is_mountpoint(netns):
             with contextlib.suppress(OSError):
                 sc.umount2(netns, sc.MNT_DETACH)
         with contextlib.suppress(FileNotFoundError):
@@ -900,7 +901,7 @@ class ContainerService:
     def _unmount(path: str) -> None:
         from dockyard.storage.snapshots import unmount
 
-        while os.path.ismount(path):
+        while is_mountpoint(path):
             try:
                 unmount(path)
             except OSError as e:
@@ -941,10 +942,10 @@ class ContainerService:
                                "container before attempting removal or force remove")
             self._thaw(info)
             with contextlib.suppress(Conflict):
-                monitor.stop(self._monitor_dir(cid), 0, signal.SIGKILL)
+                monitor.stop(self.monitor_dir(cid), 0, signal.SIGKILL)
             self._settle(cid)
             deadline = time.monotonic() + 5
-            while monitor.monitor_alive(self._monitor_dir(cid)) and \
+            while monitor.monitor_alive(self.monitor_dir(cid)) and \
                     time.monotonic() < deadline:
                 time.sleep(0.005)
         self._destroy(cid, volumes=volumes)
@@ -1279,7 +1280,7 @@ class ContainerService:
     def _follow(self, cid: str, reader: _LogReader) -> Iterator[LogEntry]:
         from dockyard.runtime import monitor
 
-        state_dir = self._monitor_dir(cid)
+        state_dir = self.monitor_dir(cid)
         info = self._observe(self._row(cid))
         running = info is not None and info["state"] == "running"
         while running:

@@ -574,7 +574,7 @@ def _parse_int(text: str, rule: str) -> int:
 # --- resources and limits ---------------------------------------------------------------
 
 
-def _resources(host: HostConfig) -> LinuxResources:
+def render_resources(host: HostConfig) -> LinuxResources:
     """The cgroup limits, with the daemon's checks of ``Resources``."""
     memory = host.memory or 0
     swap = host.memory_swap or 0
@@ -759,7 +759,7 @@ def render(
     linux = spec.linux
     linux.namespaces = _namespaces(host, netns_path)
     linux.cgroups_path = cgroups_path
-    resources = _resources(host)
+    resources = render_resources(host)
     if privileged:
         linux.devices = list(_devices_under("/dev", "/dev"))
         resources.devices = [LinuxDeviceCgroup(allow=True, access="rwm")]

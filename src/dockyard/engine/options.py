@@ -545,7 +545,7 @@ def parse_env_file(path: str) -> list[str]:
     return entries
 
 
-def _env_value(entry: str) -> str:
+def env_value(entry: str) -> str:
     # `-e NAME` passes this process's NAME on; an unset NAME stays a bare name, which
     # the engine reads as "unset NAME".
     if "=" not in entry and entry in os.environ:
@@ -613,7 +613,7 @@ def to_config(flags: RunFlags) -> tuple[ContainerConfig, HostConfig]:
             f"the working directory '{flags.workdir}' is invalid, it needs to be an absolute path"
         )
     env = [entry for path in flags.env_file for entry in parse_env_file(path)]
-    env += [_env_value(entry) for entry in flags.env]
+    env += [env_value(entry) for entry in flags.env]
     labels = [entry for path in flags.label_file for entry in parse_env_file(path)]
     labels += flags.label
 

@@ -81,7 +81,7 @@ class Assumptions:
             return True
         root_fd = os.open(root, _DIR_FLAGS | os.O_CLOEXEC)
         lower_fds = [os.open(p, _DIR_FLAGS | os.O_CLOEXEC) for p in lowers]
-        lookup = _Applier(root_fd, "overlay", lower_fds)
+        lookup = Applier(root_fd, "overlay", lower_fds)
         try:
             return all(self._holds(lookup, rel, listed)
                        for rel, listed in self.directories.items())
@@ -92,7 +92,7 @@ class Assumptions:
                 os.close(fd)
 
     @staticmethod
-    def _holds(lookup: _Applier, rel: str, listed: bool) -> bool:
+    def _holds(lookup: Applier, rel: str, listed: bool) -> bool:
         try:
             made = sc.openat2(lookup.root_fd, rel, _DIR_FLAGS | os.O_NOFOLLOW,
                               resolve=_BENEATH)
@@ -151,7 +151,7 @@ def _is_whiteout_device(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-class _Applier:
+class Applier:
     """The state of one ``apply_layer``: the root fd, the paths this layer made, the
     directories whose mtimes wait for their children, a one-entry parent cache; apart
     from the layers below (``lower_fds`` None), the directories assumed of them."""
@@ -505,7 +505,7 @@ def _apply(stream: BinaryIO, root: str, media_type: str | None, whiteout_mode: W
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                  for p in lowers or ()]
-    applier = _Applier(root_fd, whiteout_mode, None if lowers is None else lower_fds)
+    applier = Applier(root_fd, whiteout_mode, None if lowers is None else lower_fds)
     try:
         with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
                           encoding="utf-8", errors="surrogateescape") as tf:
@@ -522,7 +522,7 @@ def _apply(stream: BinaryIO, root: str, media_type: str | None, whiteout_mode: W
     return reader.digest, reader.size, Assumptions(applier.assumed)
 
 
-class _Differ:
+class Differ:
     """The state of one ``diff_layer``: the tar, and the files written so far by inode
     (the second name of a file becomes a hard link)."""
 
@@ -672,7 +672,7 @@ def diff_layer(lower: str | None, upper: str, out: BinaryIO, *,
         with tarfile.open(fileobj=writer, mode="w|",  # type: ignore[call-overload]
                           format=tarfile.PAX_FORMAT, encoding="utf-8",
                           errors="surrogateescape") as tf:
-            differ = _Differ(tf, kind)
+            differ = Differ(tf, kind)
             if kind == "overlay":
                 differ.walk_upper(upper_fd, "")
             else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -21,6 +20,7 @@ from collections.abc import Mapping
 
 from dockyard.errors import InvalidArgument, SystemFailure
 from dockyard.linux import syscalls as sc
+from dockyard.linux.mountinfo import is_mountpoint
 from dockyard.oci.runtime import Mount
 from dockyard.runtime.rootfs import parse_mount
 
@@ -32,19 +32,6 @@ _REQUIRES = {"device": ("type",), "type": ("device",), "o": ("device", "type")}
 # A volume being removed is renamed to this first, so that a crash half way leaves
 # no directory a new volume of the same name would adopt; the next removal sweeps it.
 _REMOVING = ".removing-"
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
-def is_mounted(path: str) -> bool:
-    """Whether ``path`` is a mount point in this mount namespace.
-
-    ``os.path.ismount`` compares devices, so it misses a bind mount from the same
-    filesystem; mountinfo does not.
-    """
-    with open("/proc/self/mountinfo", "rb") as mountinfo:
-        # The mount point is field 5, with space, tab, newline and \ octal-escaped.
-        return any(os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m[1], 8)]), line.split()[4]))
-                   == path for line in mountinfo)
 
 
 class LocalDriver:
@@ -91,7 +78,7 @@ class LocalDriver:
         A volume whose options need a mount is mounted unless it is already.
         """
         path = self.create(name, options)
-        if not self.needs_mount(options) or is_mounted(path):
+        if not self.needs_mount(options) or is_mountpoint(path):
             return path
         plan = parse_mount(Mount(destination=path, type=options["type"],
                                  source=options["device"],
@@ -111,7 +98,7 @@ class LocalDriver:
     def unmount(self, name: str) -> None:
         """Undo ``mount`` (nothing when the volume is not mounted)."""
         path = self.path(name)
-        if is_mounted(path):
+        if is_mountpoint(path):
             # Detached: a process still inside keeps its view until it leaves, while
             # the directory is a plain one again at once (Docker's driver does the same).
             sc.umount2(path, sc.MNT_DETACH)
@@ -140,7 +127,7 @@ class LocalDriver:
         """Unmount the volume and take its directory away at once; ``sweep`` deletes
         the content later, so that a caller holding a lock need not wait for it."""
         self.unmount(name)
-        if is_mounted(self.path(name)):
+        if is_mountpoint(self.path(name)):
             # Deleting now would delete the mounted filesystem's files: a bound host
             # directory or a device's content.
             raise SystemFailure(f"volume {name} is still mounted at {self.path(name)}")
