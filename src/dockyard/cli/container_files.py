@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.cli.containers import service
-from dockyard.cli.prompting import parse_bool
+from dockyard.cli.prompting import parse_bool, write_archive
 from dockyard.errors import DockyardError, InvalidArgument
 
 
@@ -152,20 +152,7 @@ def export(options: argparse.Namespace, args: argparse.Namespace) -> int:
     from dockyard.engine.container_files import export as export_container
 
     containers = service(options)
-    if args.output:
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                export_container(containers, args.container, f)
-            os.rename(tmp, args.output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return 0
-    if sys.stdout.isatty():
-        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or "
-                              "redirect")
-    export_container(containers, args.container, sys.stdout.buffer)
+    write_archive(args.output, lambda out: export_container(containers, args.container, out))
     return 0
 
 

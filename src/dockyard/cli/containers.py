@@ -564,16 +564,6 @@ def port(options: argparse.Namespace, args: argparse.Namespace) -> int:
     raise NotFound(f"No public port '{private}' published for {args.container}")
 
 
-def _bytes_size(size: float) -> str:
-    """docker's units.BytesSize: binary units with four significant digits (``1.5MiB``)."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-    index = 0
-    while size >= 1024 and index < len(units) - 1:
-        size /= 1024
-        index += 1
-    return f"{size:.4g}{units[index]}"
-
-
 def stats(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker stats``: one table with ``--no-stream``, else one a second until ^C."""
     from dockyard.cli.formatting import format_rows, human_size
@@ -587,7 +577,8 @@ def stats(options: argparse.Namespace, args: argparse.Namespace) -> int:
         rows = [{
             "ID": s["ID"] if args.no_trunc else s["ID"][:12], "Name": s["Name"],
             "Container": s["ID"], "CPUPerc": f"{s['CPUPerc']:.2f}%",
-            "MemUsage": f"{_bytes_size(s['MemUsage'])} / {_bytes_size(s['MemLimit'])}",
+            "MemUsage": f"{human_size(s['MemUsage'], binary=True)} / "
+                        f"{human_size(s['MemLimit'], binary=True)}",
             "MemPerc": f"{s['MemUsage'] * 100 / s['MemLimit'] if s['MemLimit'] else 0:.2f}%",
             "NetIO": f"{human_size(s['NetRx'])} / {human_size(s['NetTx'])}",
             "BlockIO": f"{human_size(s['BlockRead'])} / {human_size(s['BlockWrite'])}",

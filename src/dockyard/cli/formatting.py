@@ -22,12 +22,15 @@ _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 _ESCAPES = {"\\t": "\t", "\\n": "\n"}
 
 
-def human_size(size: float) -> str:
-    """Decimal units with three significant digits: ``4.26MB``, ``123kB``, ``0B``."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB")
+def human_size(size: float, *, binary: bool = False) -> str:
+    """docker's sizes: decimal units (``4.261MB``), or with ``binary`` its
+    ``BytesSize`` (``1.5MiB``), both with four significant digits."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB") if binary else \
+        ("B", "kB", "MB", "GB", "TB", "PB")
+    step = 1024 if binary else 1000
     index = 0
-    while size >= 1000 and index < len(units) - 1:
-        size /= 1000
+    while size >= step and index < len(units) - 1:
+        size /= step
         index += 1
     return f"{size:.4g}{units[index]}"
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from dockyard.cli.formatting import ago, format_rows, human_size
-from dockyard.cli.prompting import confirm, parse_filters
+from dockyard.cli.prompting import confirm, parse_filters, write_archive
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as references
 
@@ -208,20 +208,7 @@ def image_prune(options: argparse.Namespace, args: argparse.Namespace) -> int:
 def save(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker save``: to ``-o FILE`` or to a redirected stdout."""
     images = service(options)
-    if args.output:
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                images.save(args.names, f)
-            os.rename(tmp, args.output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return 0
-    if sys.stdout.isatty():
-        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or "
-                              "redirect")
-    images.save(args.names, sys.stdout.buffer)
+    write_archive(args.output, lambda out: images.save(args.names, out))
     return 0
 
 

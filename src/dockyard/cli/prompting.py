@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
+from typing import BinaryIO
 
 from dockyard.errors import InvalidArgument
 
@@ -31,3 +34,22 @@ def parse_bool(text: str) -> bool:
     if text.lower() not in ("true", "false", "1", "0"):
         raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
     return text.lower() in ("true", "1")
+
+
+def write_archive(path: str | None, write: Callable[[BinaryIO], None]) -> None:
+    """``save``/``export``: to ``-o FILE`` (complete or absent, never half written) or to
+    a redirected stdout; a terminal is refused, as docker does."""
+    if path:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+            os.rename(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return
+    if sys.stdout.isatty():
+        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or "
+                              "redirect")
+    write(sys.stdout.buffer)

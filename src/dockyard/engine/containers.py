@@ -70,6 +70,7 @@ from dockyard.engine.volumes import VolumeService
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.linux import syscalls as sc
 from dockyard.linux.mountinfo import is_mountpoint
+from dockyard.storage.durable import pid_alive
 
 if TYPE_CHECKING:
     from dockyard.engine.config import RestartPolicy
@@ -828,7 +829,7 @@ class ContainerService:
         info = dict(row)
         info["restarting"] = info["paused"] = False
         if info["state"] == "creating":
-            if info["pid"] != os.getpid() and not _pid_alive(info["pid"]):
+            if info["pid"] != os.getpid() and not pid_alive(info["pid"]):
                 with contextlib.suppress(Exception):
                     self._destroy(info["id"], volumes=True)
                 return None
@@ -1565,18 +1566,6 @@ def _net_io(pid: int) -> tuple[int, int]:
             received += int(fields[0])
             sent += int(fields[8])
     return received, sent
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_text(path: str) -> str | None:

@@ -47,6 +47,8 @@ def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
 def pid_alive(pid: int) -> bool:
     """Whether the process ``pid`` runs: what it named after itself (a lease, a staging
     directory) is still in use. A reused pid keeps leftovers a while longer, no worse."""
+    if pid <= 0:
+        return False  # kill(0) and kill(-N) would signal process groups
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
