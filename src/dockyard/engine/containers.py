@@ -716,16 +716,12 @@ class ContainerService:
     # --- exec and attach ------------------------------------------------------------
 
     def _running(self, id_or_name: str) -> str:
-        """The full ID of a running container; Docker's Conflict when it is not."""
-        cid = self.resolve(id_or_name)
-        info = self._observe(self._row(cid))
-        if info is None:
-            raise NotFound(f"No such container: {id_or_name}")
-        if info["state"] != "running":
-            raise Conflict(f"container {cid} is not running")
+        """The full ID of a running, unpaused container; Docker's Conflict otherwise."""
+        info = self._live(id_or_name)
         if info["paused"]:
-            raise Conflict(f"Container {cid} is paused, unpause the container before exec")
-        return cid
+            raise Conflict(f"Container {info['id']} is paused, unpause the container "
+                           "before exec")
+        return str(info["id"])
 
     def exec(self, id_or_name: str, command: Sequence[str], *, user: str | None = None,
              env: Sequence[str] = (), workdir: str | None = None, privileged: bool = False,
