@@ -365,13 +365,16 @@ def create(options: argparse.Namespace, args: argparse.Namespace) -> int:
 # --- lifecycle --------------------------------------------------------------------------
 
 
-def _each(names: list[str], action: Callable[[str], Any]) -> int:
-    """Run ``action`` on each container; docker's ``Error response from daemon`` for
-    each failure, and exit 1 if one failed."""
+def _each(names: list[str], action: Callable[[str], Any], *, echo: bool = False) -> int:
+    """Run ``action`` on each container (and print its name after, with ``echo``, as
+    docker's stop, rm, pause... do); ``Error response from daemon`` for each failure,
+    and exit 1 if one failed."""
     failed = False
     for name in names:
         try:
             action(name)
+            if echo:
+                print(name)
         except DockyardError as e:
             print(f"Error response from daemon: {e}", file=sys.stderr)
             failed = True
@@ -394,44 +397,30 @@ def start(options: argparse.Namespace, args: argparse.Namespace) -> int:
         return _attach_until_exit(containers, cid, interactive=args.interactive,
                                   remove=False)
 
-    def one(name: str) -> None:
-        containers.start(name)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers, containers.start, echo=True)
 
 
 def stop(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker stop``."""
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.stop(name, args.time, args.signal)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers,
+                 lambda name: containers.stop(name, args.time, args.signal), echo=True)
 
 
 def kill(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker kill``."""
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.kill(name, args.signal)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers, lambda name: containers.kill(name, args.signal), echo=True)
 
 
 def rm(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker rm``."""
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.remove(name, force=args.force, volumes=args.volumes)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers, lambda name: containers.remove(
+        name, force=args.force, volumes=args.volumes), echo=True)
 
 
 def wait(options: argparse.Namespace, args: argparse.Namespace) -> int:
@@ -451,33 +440,22 @@ def pause(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker pause``."""
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.pause(name)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers, containers.pause, echo=True)
 
 
 def unpause(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker unpause``."""
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.unpause(name)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers, containers.unpause, echo=True)
 
 
 def restart(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker restart``."""
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.restart(name, args.time, args.signal)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers,
+                 lambda name: containers.restart(name, args.time, args.signal), echo=True)
 
 
 def rename(options: argparse.Namespace, args: argparse.Namespace) -> int:
@@ -510,11 +488,7 @@ def update(options: argparse.Namespace, args: argparse.Namespace) -> int:
     }
     containers = service(options)
 
-    def one(name: str) -> None:
-        containers.update(name, **changes)
-        print(name)
-
-    return _each(args.containers, one)
+    return _each(args.containers, lambda name: containers.update(name, **changes), echo=True)
 
 
 def container_prune(options: argparse.Namespace, args: argparse.Namespace) -> int:
@@ -676,21 +650,10 @@ def logs(options: argparse.Namespace, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_inspected(found: list[dict[str, Any]], failed: list[str], fmt: str | None) -> int:
-    from dockyard.cli.formatting import render
-
-    if fmt:
-        for item in found:
-            print(render(fmt, item))
-    else:
-        print(json.dumps(found, indent=4))
-    for message in failed:
-        print(f"Error: {message}", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def inspect(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker inspect``: containers first, then images, like docker."""
+    from dockyard.cli.formatting import print_inspected
+
     containers = service(options)
     found, failed = [], []
     for name in args.names:
@@ -708,11 +671,13 @@ def inspect(options: argparse.Namespace, args: argparse.Namespace) -> int:
             raise InvalidArgument(f'"{args.type}" is not a valid value for --type')
         except NotFound as e:
             failed.append(str(e) if args.type else f"No such object: {name}")
-    return _print_inspected(found, failed, args.format)
+    return print_inspected(found, failed, args.format)
 
 
 def container_inspect(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker container inspect``."""
+    from dockyard.cli.formatting import print_inspected
+
     containers = service(options)
     found, failed = [], []
     for name in args.names:
@@ -720,7 +685,7 @@ def container_inspect(options: argparse.Namespace, args: argparse.Namespace) -> 
             found.append(containers.inspect(name))
         except NotFound as e:
             failed.append(str(e))
-    return _print_inspected(found, failed, args.format)
+    return print_inspected(found, failed, args.format)
 
 
 def image_inspect(options: argparse.Namespace, args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -173,3 +174,17 @@ def format_rows(items: Sequence[Mapping[str, Any]], fmt: str | None, default: st
         titles.append(" ".join(headers.get(f, f.upper()) for f in fields) or column)
     rows = [[render(column, item) for column in columns] for item in items]
     return table(rows, titles)
+
+
+def print_inspected(found: Sequence[Mapping[str, Any]], failed: Sequence[str],
+                    fmt: str | None) -> int:
+    """What every ``inspect`` prints: a JSON array (or ``--format`` per object), then one
+    ``Error:`` line per name not found; exit 1 if there was one."""
+    if fmt:
+        for item in found:
+            print(render(fmt, item))
+    else:
+        print(json.dumps(list(found), indent=4))
+    for message in failed:
+        print(f"Error: {message}", file=sys.stderr)
+    return 1 if failed else 0

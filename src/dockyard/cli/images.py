@@ -4,7 +4,6 @@ import, prune, login, logout and bootstrap, with docker's flags and output."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -124,7 +123,7 @@ def images(options: argparse.Namespace, args: argparse.Namespace) -> int:
 
 def inspect(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker image inspect``: a JSON array, or ``--format`` per image."""
-    from dockyard.cli.formatting import render
+    from dockyard.cli.formatting import print_inspected
 
     images = service(options)
     found, failed = [], []
@@ -133,14 +132,7 @@ def inspect(options: argparse.Namespace, args: argparse.Namespace) -> int:
             found.append(images.inspect(name))
         except NotFound as e:
             failed.append(str(e))
-    if args.format:
-        for item in found:
-            print(render(args.format, item))
-    else:
-        print(json.dumps(found, indent=4))
-    for message in failed:
-        print(f"Error: {message}", file=sys.stderr)
-    return 1 if failed else 0
+    return print_inspected(found, failed, args.format)
 
 
 def history(options: argparse.Namespace, args: argparse.Namespace) -> int:

@@ -4,12 +4,11 @@ with docker's flags and output."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dockyard.cli.formatting import format_rows, human_size, render
+from dockyard.cli.formatting import format_rows, human_size, print_inspected
 from dockyard.cli.prompting import confirm, parse_filters
 from dockyard.errors import DockyardError, InvalidArgument
 
@@ -69,14 +68,7 @@ def volume_inspect(options: argparse.Namespace, args: argparse.Namespace) -> int
             found.append(volumes.inspect(name))
         except DockyardError as e:
             failed.append(str(e))
-    if args.format:
-        for volume in found:
-            print(render(args.format, volume))
-    else:
-        print(json.dumps(found, indent=4))
-    for message in failed:
-        print(f"Error: {message}", file=sys.stderr)
-    return 1 if failed else 0
+    return print_inspected(found, failed, args.format)
 
 
 def volume_rm(options: argparse.Namespace, args: argparse.Namespace) -> int:
