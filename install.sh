@@ -26,7 +26,7 @@ fi
 # the virtualenv, util-linux for unshare(1) and script(1).
 packages=(
     runc crun containerd busybox-static skopeo umoci docker-registry debootstrap
-    nftables iptables iproute2 hyperfine
+    nftables iptables iproute2 hyperfine tini
     python3 python3-venv libseccomp2 util-linux ca-certificates debian-archive-keyring
 )
 echo "==> apt packages"

@@ -11,7 +11,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$repo"
 
 # A fresh machine or clone: no virtualenv, or a peer missing.
-needed=(runc crun containerd ctr busybox skopeo umoci docker-registry unshare script)
+needed=(runc crun containerd ctr busybox skopeo umoci docker-registry unshare script tini-static nft)
 missing=0
 [[ -x .venv/bin/python ]] || missing=1
 # pyproject.toml or install.sh changed since the last install: dependencies may have too.
