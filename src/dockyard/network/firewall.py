@@ -21,7 +21,7 @@ What the rules do, per network (bridge B, subnet S) and published port::
     nat prerouting, output   to a local address (fib daddr type local): DNAT of
                              published ports (other hosts, the host itself, containers
                              through the host's addresses)
-    nat postrouting          masquerade S leaving by another interface than B
+    nat postrouting          masquerade S leaving by another interface than B or lo
                              masquerade 127.0.0.0/8 leaving by B (ports published on
                              127.0.0.1: needs route_localnet on B, see bridge)
                              masquerade DNATed traffic from S back into B (hairpin)
@@ -162,7 +162,10 @@ def _table(family: str, ruleset: Ruleset, table: str) -> list[str]:
         bridge = _quote(network.bridge)
         for subnet in (s for s in network.subnets if s.version == version):
             if network.masquerade and not network.internal:
-                postrouting.append(f"{family} saddr {subnet} oifname != {bridge} masquerade")
+                # Not what leaves by lo: the host's own packets to a gateway address
+                # carry that address as source, and must keep it.
+                postrouting.append(f"{family} saddr {subnet} oifname != {bridge} "
+                                   'oifname != "lo" masquerade')
             # Hairpin. Matched on the source, not on the input interface: when
             # br_netfilter DNATs a bridged packet back into its own bridge, it runs this
             # hook with no input interface.
