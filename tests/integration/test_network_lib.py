@@ -30,6 +30,7 @@ import pytest
 import forked
 from dockyard.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from dockyard.linux import syscalls as sc
+from dockyard.linux.netlink import RouteSocket
 from dockyard.network import bridge, firewall, ipam
 from dockyard.network.firewall import NetworkRules, PublishedPort, Ruleset
 
@@ -43,10 +44,8 @@ def _enter(path: str) -> None:
 
 
 def _lo_up() -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with RouteSocket() as nl:
+        nl.set_link(socket.if_nametoindex("lo"), up=True)
 
 
 class Box:
@@ -174,6 +173,10 @@ def nft(*args: str) -> str:
     return subprocess.run(["nft", *args], check=True, capture_output=True, text=True).stdout
 
 
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
 @pytest.fixture
 def host() -> Iterator[None]:
     """The test runs in a private network namespace that stands for the host."""
@@ -228,27 +231,18 @@ class Lan:
 def world(box: Box) -> str:
     """Connect ``box`` to the host as "another host" on 203.0.113.0/24 (a plain veth,
     no bridge); the address the host has there."""
-    from pyroute2 import IPRoute
-
     fd = os.open(box.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname="uplink", kind="veth", peer={"ifname": "eth0",
-                                                                  "net_ns_fd": fd})
-            index = ipr.link_lookup(ifname="uplink")[0]
-            ipr.addr("add", index=index, address="203.0.113.1", prefixlen=24)
-            ipr.link("set", index=index, state="up")
+        for ns_fd, ifname, address in ((None, "uplink", "203.0.113.1/24"),
+                                       (fd, "eth0", "203.0.113.2/24")):
+            with RouteSocket(ns_fd) as nl:
+                if ns_fd is None:
+                    nl.new_veth("uplink", "eth0", peer_netns_fd=fd)
+                index = nl.link(ifname).index
+                nl.add_address(index, ip_interface(address))
+                nl.set_link(index, up=True)
     finally:
         os.close(fd)
-
-    def inside() -> str:
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=index, address="203.0.113.2", prefixlen=24)
-            ipr.link("set", index=index, state="up")
-        return "ok"
-
-    assert in_ns(box.path, inside) == "ok"
     return "203.0.113.1"
 
 
@@ -263,17 +257,13 @@ def test_containers_on_a_bridge_reach_each_other_and_the_host(host, boxes):
         assert ask(b.path, lan.gateway, 81) == "10.88.0.3"
 
     def configuration() -> str:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            (link,) = ipr.get_links(ifname="eth0")
-            routes = [(r.get_attr("RTA_GATEWAY"), r["dst_len"]) for r in
-                      ipr.get_routes(family=socket.AF_INET) if r.get_attr("RTA_GATEWAY")]
-            return json.dumps([link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_OPERSTATE"),
-                               routes])
+        (link,) = json.loads(ip("-j", "link", "show", "eth0"))
+        routes = [(r["gateway"], r["dst"]) for r in json.loads(ip("-j", "-4", "route"))
+                  if "gateway" in r]
+        return json.dumps([link["address"], link["operstate"], routes])
 
     assert json.loads(in_ns(a.path, configuration)) == \
-        ["02:42:0a:58:00:02", "UP", [["10.88.0.1", 0]]]
+        ["02:42:0a:58:00:02", "UP", [["10.88.0.1", "default"]]]
     assert bridge.links("dytv") == ["dytva", "dytvb"]
     details = subprocess.run(["ip", "-d", "link", "show", "dytva"], check=True,
                              capture_output=True, text=True).stdout
@@ -451,18 +441,15 @@ def test_attach_replaces_a_stale_pair_and_fails_cleanly(host, boxes, tmp_path):
 
 
 def test_ensure_bridge_is_idempotent_and_refuses_a_non_bridge(host):
-    from pyroute2 import IPRoute
-
     addresses = [ip_interface("10.88.0.1/24"), ip_interface("fd00:88::1/64")]
     bridge.ensure_bridge("dytb0", addresses, mtu=1400)
     bridge.ensure_bridge("dytb0", addresses, mtu=1400)
-    with IPRoute() as ipr:
-        (link,) = ipr.get_links(ifname="dytb0")
-        assert link.get_attr("IFLA_MTU") == 1400
-        found = sorted(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                       for a in ipr.get_addr(index=link["index"]) if a["scope"] == 0)
-        assert found == ["10.88.0.1/24", "fd00:88::1/64"]
-        ipr.link("add", ifname="dytveth", kind="veth", peer="dytpeer")
+    (link,) = json.loads(ip("-j", "addr", "show", "dytb0"))
+    assert link["mtu"] == 1400
+    found = sorted(f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"]
+                   if a["scope"] == "global")
+    assert found == ["10.88.0.1/24", "fd00:88::1/64"]
+    ip("link", "add", "dytveth", "type", "veth", "peer", "name", "dytpeer")
     with pytest.raises(Conflict, match=r"dytveth .* is not a bridge"):
         bridge.ensure_bridge("dytveth", addresses)
     for name in ("a-name-too-long-for-linux", "", "a/b", "a b", ".."):
@@ -472,15 +459,11 @@ def test_ensure_bridge_is_idempotent_and_refuses_a_non_bridge(host):
 
 
 def test_host_routes_and_the_subnet_chosen(host):
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        ipr.link("add", ifname="dytveth", kind="veth", peer="dytpeer")
-        index = ipr.link_lookup(ifname="dytveth")[0]
-        ipr.addr("add", index=index, address="172.17.5.1", prefixlen=24)
-        ipr.link("set", index=index, state="up")
-        ipr.link("set", index=ipr.link_lookup(ifname="dytpeer")[0], state="up")
-        ipr.route("add", dst="172.19.0.0/16", gateway="172.17.5.254")
+    ip("link", "add", "dytveth", "type", "veth", "peer", "name", "dytpeer")
+    ip("addr", "add", "172.17.5.1/24", "dev", "dytveth")
+    ip("link", "set", "dytveth", "up")
+    ip("link", "set", "dytpeer", "up")
+    ip("route", "add", "172.19.0.0/16", "via", "172.17.5.254")
     routes = ipam.host_routes()
     assert ip_network("172.17.5.0/24") in routes and ip_network("172.19.0.0/16") in routes
     assert not any(r.prefixlen == 0 or r.is_link_local for r in routes)

@@ -1,12 +1,11 @@
 """The bridge driver: a Linux bridge per network, a veth pair per container endpoint.
 
-Everything is netlink through pyroute2, in this process: no ``ip`` command is run. The
-container's end of a veth pair is created directly inside its network namespace (the
-namespace's file descriptor goes in the request), so no interface ever has the
-container's name (``eth0``) in the host's namespace, where it would clash with the
-host's own. Its addresses and routes are then set through a netlink socket opened
-inside that namespace (a socket belongs to the namespace of the thread that created
-it: a short thread ``setns``es there, opens it and ends).
+Everything is netlink (``dockyard.linux.netlink``), in this process: no ``ip`` command
+is run. The container's end of a veth pair is created directly inside its network
+namespace (the namespace's file descriptor goes in the request), so no interface ever
+has the container's name (``eth0``) in the host's namespace, where it would clash with
+the host's own. Its addresses and routes are then set through a netlink socket opened
+inside that namespace (a socket belongs to the namespace it was created in).
 
 Names: the default network's bridge is ``dockyard0``, a user network's ``dy-`` + 12 hex
 chars of its ID; host ends of veth pairs are ``dy`` + 11 hex chars of a hash of
@@ -19,11 +18,8 @@ import contextlib
 import errno
 import hashlib
 import os
-import socket
-import threading
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
-from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import (
     Conflict,
@@ -33,16 +29,10 @@ from dockyard.errors import (
     PermissionDenied,
     SystemFailure,
 )
-from dockyard.linux import syscalls as sc
-
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+from dockyard.linux.netlink import IFA_F_NODAD, RouteSocket
 
 DEFAULT_BRIDGE = "dockyard0"
 VETH_PREFIX = "dy"
-NETLINK_ROUTE = 0
-_IFA_F_NODAD = 0x02
-_BRIDGE_MODE_HAIRPIN = 1
 
 
 def bridge_name(network_id: str) -> str:
@@ -56,19 +46,6 @@ def host_ifname(container_id: str, network_id: str) -> str:
     return VETH_PREFIX + digest[:11]
 
 
-def _route() -> IPRoute:
-    # pyroute2 imports all of itself and asyncio: 0.1-0.2 s on an idle host, the
-    # largest part by far of what a network costs a ``run``; so only when one is needed.
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
-def _errno(e: Exception) -> int:
-    code = getattr(e, "code", None)  # pyroute2's NetlinkError
-    return code if isinstance(code, int) else getattr(e, "errno", 0) or 0
-
-
 @contextlib.contextmanager
 def _failing(what: str) -> Iterator[None]:
     """Netlink errors as ``SystemFailure`` naming the step that failed."""
@@ -76,14 +53,13 @@ def _failing(what: str) -> Iterator[None]:
         yield
     except DockyardError:
         raise
-    except Exception as e:
-        code = _errno(e)
-        if not code:
-            raise
-        if code in (errno.EPERM, errno.EACCES):
-            raise PermissionDenied(f"{what}: {os.strerror(code)} (networking needs "
+    except ValueError as e:  # what netlink cannot encode: a MAC address, a name
+        raise InvalidArgument(f"{what}: {e}") from e
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            raise PermissionDenied(f"{what}: {os.strerror(e.errno)} (networking needs "
                                    "root, or CAP_NET_ADMIN)") from e
-        raise SystemFailure(f"{what}: {os.strerror(code)}") from e
+        raise SystemFailure(f"{what}: {e.strerror}") from e
 
 
 @contextlib.contextmanager
@@ -91,14 +67,9 @@ def _unless(code: int) -> Iterator[None]:
     """Ignore the failure ``code`` (an errno) of a netlink request: the state wanted."""
     try:
         yield
-    except Exception as e:
-        if _errno(e) != code:
+    except OSError as e:
+        if e.errno != code:
             raise
-
-
-def _index(ipr: IPRoute, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
 
 
 def _write_sysctl(path: str, value: str) -> None:
@@ -108,6 +79,12 @@ def _write_sysctl(path: str, value: str) -> None:
             f.write(value)
 
 
+def _nodad(address: IPv4Interface | IPv6Interface) -> int:
+    # Duplicate address detection would keep a new IPv6 address "tentative", unusable,
+    # for a second or more; on a bridge whose addresses dockyard hands out it is moot.
+    return IFA_F_NODAD if address.version == 6 else 0
+
+
 def ensure_bridge(name: str, addresses: Sequence[IPv4Interface | IPv6Interface],
                   mtu: int | None = None) -> None:
     """Make the bridge ``name`` exist, with ``addresses`` (the gateways, with their
@@ -115,48 +92,39 @@ def ensure_bridge(name: str, addresses: Sequence[IPv4Interface | IPv6Interface],
     needs: IPv4 (and, with an IPv6 address, IPv6) forwarding, and ``route_localnet`` on
     the bridge so that a port published on 127.0.0.1 can be DNATed out of it."""
     if not 0 < len(name) < 16 or name in (".", "..") or any(
-            c in "/:" or c.isspace() for c in name):
+            c in "/:" or c.isspace() or c == "\0" for c in name):
         raise InvalidArgument(f"invalid bridge name {name!r}: an interface name has 1 to "
-                              "15 characters, none of them '/', ':' or white space")
-    with _route() as ipr, _failing(f"cannot set up the bridge {name}"):
-        index = _index(ipr, name)
-        if index is None:
+                              "15 characters, none of them '/', ':', NUL or white space")
+    with RouteSocket() as nl, _failing(f"cannot set up the bridge {name}"):
+        link = nl.link(name)
+        if link is None:
             with _unless(errno.EEXIST):  # made meanwhile by another process
-                ipr.link("add", ifname=name, kind="bridge", **({"mtu": mtu} if mtu else {}))
-            index = _index(ipr, name)
-        else:
-            (link,) = ipr.get_links(index)
-            info = link.get_attr("IFLA_LINKINFO")
-            if info is None or info.get_attr("IFLA_INFO_KIND") != "bridge":
-                raise Conflict(f"cannot use {name} as a network's bridge: an interface "
-                               "of that name exists and is not a bridge")
-            if mtu and link.get_attr("IFLA_MTU") != mtu:
-                ipr.link("set", index=index, mtu=mtu)
-        present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
+                nl.new_bridge(name, mtu=mtu or None)
+            link = nl.link(name)
+            if link is None:  # deleted meanwhile by another process
+                raise SystemFailure(f"cannot set up the bridge {name}: it was deleted "
+                                    "while being set up; try again")
+        elif link.kind != "bridge":
+            raise Conflict(f"cannot use {name} as a network's bridge: an interface "
+                           "of that name exists and is not a bridge")
+        elif mtu and link.mtu != mtu:
+            nl.set_link(link.index, mtu=mtu)
         for address in addresses:
-            if (str(address.ip), address.network.prefixlen) not in present:
-                with _unless(errno.EEXIST):
-                    ipr.addr("add", index=index, address=str(address.ip),
-                             prefixlen=address.network.prefixlen, **_nodad(address))
-        ipr.link("set", index=index, state="up")
+            with _unless(errno.EEXIST):  # set up before
+                nl.add_address(link.index, address, _nodad(address))
+        nl.set_link(link.index, up=True)
     _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
     _write_sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
     if any(a.version == 6 for a in addresses):
         _write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
 
 
-def _nodad(address: IPv4Interface | IPv6Interface) -> dict[str, Any]:
-    # Duplicate address detection would keep a new IPv6 address "tentative", unusable,
-    # for a second or more; on a bridge whose addresses dockyard hands out it is moot.
-    return {"flags": _IFA_F_NODAD} if address.version == 6 else {}
-
-
 def _delete_link(name: str, what: str) -> None:
-    with _route() as ipr, _failing(what):
-        index = _index(ipr, name)
-        if index is not None:
+    with RouteSocket() as nl, _failing(what):
+        link = nl.link(name)
+        if link is not None:
             with _unless(errno.ENODEV):  # gone meanwhile
-                ipr.link("del", index=index)
+                nl.delete_link(link.index)
 
 
 def delete_bridge(name: str) -> None:
@@ -166,31 +134,8 @@ def delete_bridge(name: str) -> None:
 
 def links(prefix: str) -> list[str]:
     """The names of the host's interfaces that start with ``prefix``."""
-    return sorted(name for _, name in socket.if_nameindex() if name.startswith(prefix))
-
-
-def _netns_socket(ns_fd: int) -> socket.socket:
-    """A netlink socket inside the network namespace ``ns_fd``.
-
-    ``setns`` moves only the calling thread, and a socket stays in the namespace it was
-    created in: a thread of its own moves, opens the socket and ends, so this process's
-    other threads never leave the host's namespace, even on error.
-    """
-    result: list[socket.socket | BaseException] = []
-
-    def enter_and_open() -> None:
-        try:
-            sc.setns(ns_fd, sc.CLONE_NEWNET)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-        except BaseException as e:
-            result.append(e)
-
-    thread = threading.Thread(target=enter_and_open, name="dockyard-netns")
-    thread.start()
-    thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    with RouteSocket() as nl, _failing("cannot list the network interfaces"):
+        return sorted(link.name for link in nl.links() if link.name.startswith(prefix))
 
 
 def attach(netns_path: str, bridge: str, *, host_ifname: str, ifname: str = "eth0",
@@ -212,23 +157,22 @@ def attach(netns_path: str, bridge: str, *, host_ifname: str, ifname: str = "eth
         raise NotFound(f"cannot attach to the network namespace {netns_path}: "
                        f"{e.strerror}") from None
     try:
-        with _route() as ipr, _failing(f"cannot connect {host_ifname} to {bridge}"):
-            master = _index(ipr, bridge)
+        with RouteSocket() as nl, _failing(f"cannot connect {host_ifname} to {bridge}"):
+            master = nl.link(bridge)
             if master is None:
                 raise NotFound(f"bridge {bridge} not found: the network must be set up first")
-            if mtu is None:
-                mtu = ipr.get_links(master)[0].get_attr("IFLA_MTU")
-            peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": ns_fd, "mtu": mtu}
-            if mac:
-                peer["address"] = mac
-            stale = _index(ipr, host_ifname)
+            mtu = mtu or master.mtu
+            stale = nl.link(host_ifname)
             if stale is not None:
-                ipr.link("del", index=stale)
-            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=master,
-                     peer=peer)
-            index = _index(ipr, host_ifname)
-            ipr.brport("set", index=index, mode=_BRIDGE_MODE_HAIRPIN)
-            ipr.link("set", index=index, state="up")
+                nl.delete_link(stale.index)
+            nl.new_veth(host_ifname, ifname, peer_netns_fd=ns_fd, mtu=mtu, peer_mtu=mtu,
+                        master=master.index, peer_mac=mac or None)
+            veth = nl.link(host_ifname)
+            if veth is None:  # deleted meanwhile by another process
+                raise SystemFailure(f"cannot connect {host_ifname} to {bridge}: it was "
+                                    "deleted while being set up; try again")
+            nl.set_hairpin(veth.index, True)
+            nl.set_link(veth.index, up=True)
         _configure_inside(ns_fd, ifname, addresses, gateways)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -241,21 +185,18 @@ def attach(netns_path: str, bridge: str, *, host_ifname: str, ifname: str = "eth
 def _configure_inside(ns_fd: int, ifname: str,
                       addresses: Sequence[IPv4Interface | IPv6Interface],
                       gateways: Sequence[IPv4Address | IPv6Address]) -> None:
-    from pyroute2 import IPRoute
-
-    sock = _netns_socket(ns_fd)
-    with IPRoute(fileno=sock.detach()) as ns, \
+    with RouteSocket(ns_fd) as ns, \
             _failing(f"cannot configure {ifname} in the container's namespace"):
-        index = _index(ns, ifname)
+        link = ns.link(ifname)
+        if link is None:
+            raise SystemFailure(f"cannot configure {ifname} in the container's namespace: "
+                                "it is gone")
         for address in addresses:
-            ns.addr("add", index=index, address=str(address.ip),
-                    prefixlen=address.network.prefixlen, **_nodad(address))
-        ns.link("set", index=index, state="up")
+            ns.add_address(link.index, address, _nodad(address))
+        ns.set_link(link.index, up=True)
         for gateway in gateways:
-            family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
             with _unless(errno.EEXIST):
-                ns.route("add", family=family, dst="0.0.0.0/0" if gateway.version == 4
-                         else "::/0", gateway=str(gateway), oif=index)
+                ns.add_default_route(link.index, gateway)
 
 
 def detach(host_ifname: str) -> None:
