@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, NetlinkError, NetNS, netns
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.network import dns
@@ -650,25 +649,22 @@ def test_listens_on_each_address_also_one_that_comes_up_later(tmp_path: Path,
     later = f"203.0.113.{random.randrange(1, 255)}"  # TEST-NET-3: on no host
     pid = dns.start(srv.records, [srv.host, "::1", later], port=srv.port,
                     pidfile=srv.pidfile)
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        try:
-            for family, host in ((socket.AF_INET6, "::1"), (socket.AF_INET, srv.host)):
-                with socket.socket(family, socket.SOCK_DGRAM) as s:
-                    s.settimeout(5)
-                    s.sendto(query("web"), (host, srv.port))
-                    assert parse(s.recv(512)).values(A) == ["172.30.0.2"]
-                with socket.create_connection((host, srv.port), timeout=5) as s:
-                    s.sendall(tcp_frame(query("www.up.test")))
-                    assert parse(recv_frame(s)).values(A) == ["192.0.2.200"]
-            ipr.addr("add", index=lo, address=later, prefixlen=32)
-            with socket.create_connection((later, srv.port), timeout=5) as s:
-                s.sendall(tcp_frame(query("WEB")))
-                assert parse(recv_frame(s)).values(A) == ["172.30.0.2"]
-        finally:
-            with contextlib.suppress(NetlinkError):  # not added
-                ipr.addr("del", index=lo, address=later, prefixlen=32)
-            dns.stop(srv.pidfile)
+    try:
+        for family, host in ((socket.AF_INET6, "::1"), (socket.AF_INET, srv.host)):
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                s.sendto(query("web"), (host, srv.port))
+                assert parse(s.recv(512)).values(A) == ["172.30.0.2"]
+            with socket.create_connection((host, srv.port), timeout=5) as s:
+                s.sendall(tcp_frame(query("www.up.test")))
+                assert parse(recv_frame(s)).values(A) == ["192.0.2.200"]
+        ip("addr", "add", f"{later}/32", "dev", "lo")
+        with socket.create_connection((later, srv.port), timeout=5) as s:
+            s.sendall(tcp_frame(query("WEB")))
+            assert parse(recv_frame(s)).values(A) == ["172.30.0.2"]
+    finally:
+        ip("addr", "del", f"{later}/32", "dev", "lo", check=False)  # may not be added
+        dns.stop(srv.pidfile)
     assert proc_start_time(pid) is None
 
 
@@ -723,24 +719,23 @@ def other_host() -> Iterator[tuple[str, str, str]]:
     name = f"dydns{random.randrange(16**6):06x}"
     subnet = random.randrange(64) * 4
     ours, theirs = f"198.51.100.{subnet + 1}", f"198.51.100.{subnet + 2}"  # TEST-NET-2
-    netns.create(name)
+    ip("netns", "add", name)
     try:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=f"{name}h", kind="veth", peer=f"{name}c")
-            host_end = ipr.link_lookup(ifname=f"{name}h")[0]
-            ipr.link("set", index=ipr.link_lookup(ifname=f"{name}c")[0], net_ns_fd=name)
-            ipr.addr("add", index=host_end, address=ours, prefixlen=30)
-            ipr.link("set", index=host_end, state="up")
-        with NetNS(name) as ns:
-            peer = ns.link_lookup(ifname=f"{name}c")[0]
-            ns.addr("add", index=peer, address=theirs, prefixlen=30)
-            ns.link("set", index=peer, state="up")
+        ip("link", "add", f"{name}h", "type", "veth", "peer", "name", f"{name}c",
+           "netns", name)
+        ip("addr", "add", f"{ours}/30", "dev", f"{name}h")
+        ip("link", "set", f"{name}h", "up")
+        ip("-n", name, "addr", "add", f"{theirs}/30", "dev", f"{name}c")
+        ip("-n", name, "link", "set", f"{name}c", "up")
         yield name, ours, theirs
     finally:
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=f"{name}h"):
-                ipr.link("del", index=index)  # and with it its peer
-        netns.remove(name)
+        ip("link", "del", f"{name}h", check=False)  # and with it its peer
+        ip("netns", "del", name)
+
+
+def ip(*args: str, check: bool = True) -> None:
+    """iproute2, as an administrator would set up the test's surroundings."""
+    subprocess.run(["ip", *args], capture_output=True, check=check, timeout=30)
 
 
 def test_only_the_networks_containers_and_the_host_are_answered(

@@ -60,8 +60,7 @@ def host_routes() -> list[IPNetwork]:
     and multicast: a new network must overlap none of them.
 
     Read from the kernel's text of the table in /proc (of this thread's network
-    namespace), a file read where a netlink dump through pyroute2 costs 0.1-0.2 s of
-    import and parsing on a busy host, on the path of a ``run``.
+    namespace): one file read, on the path of a ``run``.
     """
     found: set[IPNetwork] = set()
     with open("/proc/thread-self/net/route") as f:
