@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$MESSAGE from $(id -u):$(id -g) with $*"

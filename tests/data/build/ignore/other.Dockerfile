@@ -1,0 +1,3 @@
+FROM busybox
+COPY . /ctx/
+CMD ["find", "/ctx"]
