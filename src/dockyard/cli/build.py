@@ -1,10 +1,6 @@
-"""``dockyard build``: docker build's flags and its classic builder's output.
-
-The builder (``dockyard.build.builder``) is given the engine's parts it runs on: the
-image service of the root, the engine's OCI spec rendering for a RUN's container
-(``ocispec.render`` with the step's config and a host config of its network) and
-the engine's reading of a user in a rootfs for ``--chown``.
-"""
+"""``dockyard build``: docker build's flags and its classic builder's output; the
+builder (``dockyard.build.builder``) runs on the engine's parts of
+``dockyard.engine.builds``."""
 
 from __future__ import annotations
 
@@ -14,13 +10,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from dockyard.errors import InvalidArgument
-
-if TYPE_CHECKING:
-    from dockyard.build.builder import ProcessRequest
-    from dockyard.oci.runtime import Spec
 
 _PROGRESS = ("auto", "plain", "tty", "quiet")
 
@@ -124,33 +115,13 @@ def _epoch(build_args: dict[str, str | None]) -> int | None:
     return int(text)
 
 
-def render_step(request: ProcessRequest) -> Spec:
-    """The OCI spec of a RUN's container, as the engine renders a container's."""
-    from dockyard.engine import ocispec
-    from dockyard.engine.config import ContainerConfig, HostConfig
-
-    config = ContainerConfig(cmd=request.args, env=request.env, user=request.user or None,
-                             working_dir=request.working_dir)
-    spec = ocispec.render(config, HostConfig(network_mode=request.network), None,
-                          rootfs=request.rootfs, container_id=request.container_id)
-    spec.mounts = [*(spec.mounts or []), *request.mounts]
-    return spec
-
-
-def resolve_owner(rootfs: str, user: str) -> tuple[int, int]:
-    """``--chown``'s ids: a user without a group gets its uid as gid, as Docker's."""
-    from dockyard.engine import ocispec
-
-    resolved = ocispec.resolve_user(rootfs, user)
-    return resolved.uid, resolved.gid if ":" in user else resolved.uid
-
-
 def build(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker build``."""
-    from dockyard.build.builder import Backend, Builder, BuildOptions
+    from dockyard.build.builder import Builder, BuildOptions
     from dockyard.build.context import open_context
     from dockyard.build.dockerfile import parse
     from dockyard.cli.images import registries
+    from dockyard.engine.builds import backend as engine_backend
     from dockyard.engine.images import ImageService
     from dockyard.images import reference as references
 
@@ -163,7 +134,7 @@ def build(options: argparse.Namespace, args: argparse.Namespace) -> int:
         references.parse(tag)  # a bad name is refused before anything is built
     images = ImageService(options.root, storage_driver=options.storage_driver,
                           registries=registries())
-    backend = Backend(images, os.path.abspath(options.runroot), render_step, resolve_owner)
+    backend = engine_backend(images, options.runroot)
     scratch = os.path.join(backend.runroot, "build")
     with _secrets(args.secret, scratch) as secrets, \
             open_context(args.path, dockerfile=args.file, stdin=sys.stdin.buffer) as context:

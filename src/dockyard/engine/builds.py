@@ -1,0 +1,45 @@
+"""The engine's side of a build: the parts of the engine that ``dockyard.build``'s
+builder runs on, handed to it as a ``Backend`` (the builder imports no engine module):
+the image service of the root, the OCI spec of a RUN's container rendered as a
+container's is (``ocispec.render`` with the step's config and a host config of its
+network), and the reading of a user in a rootfs for ``--chown``. The CLI and the API
+server both build through ``backend``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from dockyard.build.builder import Backend
+
+if TYPE_CHECKING:
+    from dockyard.build.builder import ProcessRequest
+    from dockyard.engine.images import ImageService
+    from dockyard.oci.runtime import Spec
+
+__all__ = ["backend"]
+
+
+def backend(images: ImageService, runroot: str) -> Backend:
+    return Backend(images, os.path.abspath(runroot), _render_step, _resolve_owner)
+
+
+def _render_step(request: ProcessRequest) -> Spec:
+    from dockyard.engine import ocispec
+    from dockyard.engine.config import ContainerConfig, HostConfig
+
+    config = ContainerConfig(cmd=request.args, env=request.env, user=request.user or None,
+                             working_dir=request.working_dir)
+    spec = ocispec.render(config, HostConfig(network_mode=request.network), None,
+                          rootfs=request.rootfs, container_id=request.container_id)
+    spec.mounts = [*(spec.mounts or []), *request.mounts]
+    return spec
+
+
+def _resolve_owner(rootfs: str, user: str) -> tuple[int, int]:
+    """``--chown``'s ids: a user without a group gets its uid as gid, as Docker's."""
+    from dockyard.engine import ocispec
+
+    resolved = ocispec.resolve_user(rootfs, user)
+    return resolved.uid, resolved.gid if ":" in user else resolved.uid
