@@ -192,7 +192,7 @@ def test_kill_9_of_the_monitor_kills_its_container(monitors: Monitors, dy: Any) 
     assert container
     watchdog = [int(p) for p in
                 Path(f"/proc/{handle.pid}/task/{handle.pid}/children").read_text().split()
-                if Path(f"/proc/{p}/comm").read_text().strip() == "dy-watchdog"]
+                if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"dy-watchdog\0")]
     assert len(watchdog) == 1
 
     os.kill(handle.pid, signal.SIGKILL)

@@ -225,7 +225,7 @@ def test_port_without_published_ports(user: User) -> None:
 
 
 def test_stats_no_stream(user: User) -> None:
-    busy = _run(user, "--name", "busy", "-m", "64m", "--pids-limit", "20",
+    busy = _run(user, "--name", "busy", "--network", "none", "-m", "64m", "--pids-limit", "20",
                 command=["sh", "-c", "trap 'exit 0' TERM; while :; do :; done"])
     user("create", "--name", "idle", "busybox", "true")
     lines = user("stats", "--no-stream").stdout.splitlines()

@@ -39,6 +39,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -132,8 +133,8 @@ class Images(Protocol):
 class ProcessRequest:
     """A RUN's container, for the engine to render as an OCI spec: ``args`` run as
     ``user`` in ``working_dir`` with ``env`` (the image's and the args in scope), in
-    the rootfs mounted at ``rootfs``; ``network`` none (a new namespace) or host;
-    ``mounts`` are those of ``RUN --mount``."""
+    the rootfs mounted at ``rootfs``; ``network`` host, or the namespace ``netns``
+    joins; ``mounts`` are those of ``RUN --mount``."""
 
     args: list[str]
     env: list[str]
@@ -142,6 +143,7 @@ class ProcessRequest:
     rootfs: str
     container_id: str
     network: str
+    netns: str | None
     mounts: list[Mount]
 
 
@@ -150,12 +152,15 @@ class Backend:
     """The engine's parts the builder uses: ``images``; ``runroot`` for the run-time
     state (``runroot/build`` for rootfs mounts and bundles, ``runroot/runtime`` for
     the runtime's own); ``render`` a RUN's OCI spec; ``resolve_user`` (rootfs,
-    ``user[:group]``) -> (uid, gid) for ``--chown``."""
+    ``user[:group]``) -> (uid, gid) for ``--chown``; ``network`` (the RUN's network:
+    default, none or host; a path to bind a namespace on) -> a context in which the
+    namespace to join is there (None: the host's)."""
 
     images: Images
     runroot: str
     render: Callable[[ProcessRequest], Spec]
     resolve_user: Callable[[str, str], tuple[int, int]]
+    network: Callable[[str, str], AbstractContextManager[str | None]]
 
 
 @dataclass
@@ -837,9 +842,11 @@ class Builder:
             proxies = [f"{k}={v}" for k, v in sorted(self.options.build_args.items())
                        if k in PROXY_ARGS and v is not None]
             env = [*(state.image.run.env or []), *build_args, *proxies]
+            netns = stack.enter_context(self.backend.network(
+                network, os.path.join(self.work_dir, owned("netns") + cid)))
             request = ProcessRequest(args, env, state.image.run.user or "", workdir,
                                      ws.rootfs, cid, "host" if network == "host" else "none",
-                                     mounts)
+                                     netns, mounts)
             spec = self.backend.render(request)
             stubs = ws.stubs([m.destination for m in spec.mounts or ()]
                              + [p for m in mounts for p in _parents(m.destination)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import stat
 import tarfile
 import tempfile
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from dockyard.build.shell import glob_regex, has_wildcards
 from dockyard.errors import InvalidArgument, NotFound, Unavailable
 from dockyard.linux import syscalls as sc
 from dockyard.runtime.rootfs import open_in_root
@@ -238,24 +240,25 @@ def resolve_in_root(root: str, path: str) -> str:
 
 def glob_in_root(root: str, pattern: str) -> list[str]:
     """The host paths of what ``pattern`` (absolute in the rootfs mounted at ``root``,
-    ``filepath.Match`` wildcards per element) names, each resolved inside the root."""
-    import fnmatch
-
+    ``filepath.Match`` wildcards per element, as ``shell.glob_regex`` reads them: ``[^x]``
+    negates, ``[!x]`` does not) names, each resolved inside the root."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         found = [""]
         for part in [p for p in posixpath.normpath("/" + pattern).split("/") if p]:
             following: list[str] = []
+            regex = re.compile(glob_regex(part), re.DOTALL) if has_wildcards(part) else None
             for parent in found:
-                if not any(c in part for c in "*?["):
-                    following.append(f"{parent}/{part}")
+                if regex is None:
+                    literal = part.replace("\\", "")  # Match's escapes, not a name's
+                    following.append(f"{parent}/{literal}")
                     continue
                 with contextlib.suppress(OSError):
                     fd = sc.openat2(root_fd, parent or "/", os.O_RDONLY | os.O_DIRECTORY,
                                     resolve=sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
                     try:
                         following += [f"{parent}/{n}" for n in sorted(os.listdir(fd))
-                                      if fnmatch.fnmatchcase(n, part)]
+                                      if regex.fullmatch(n)]
                     finally:
                         os.close(fd)
             found = following

@@ -36,8 +36,10 @@ def service(options: argparse.Namespace) -> Any:
     from dockyard.cli.images import registries
     from dockyard.engine.containers import ContainerService
 
+    # $DOCKYARD_RUNTIME: the runtime of new containers (dockerd's --default-runtime).
     return ContainerService(options.root, options.runroot,
-                            storage_driver=options.storage_driver, registries=registries())
+                            storage_driver=options.storage_driver, registries=registries(),
+                            runtime=os.environ.get("DOCKYARD_RUNTIME") or None)
 
 
 def _daemon_error(e: DockyardError) -> int:
@@ -54,19 +56,23 @@ _FLAG_FIELDS = (
     "env_file", "label", "label_file", "expose", "stop_signal", "stop_timeout", "memory",
     "memory_swap", "memory_reservation", "shm_size", "cpus", "cpu_shares", "cpu_period",
     "cpu_quota", "cpuset_cpus", "cpuset_mems", "pids_limit", "oom_kill_disable",
-    "oom_score_adj", "ulimit", "volume", "mount", "tmpfs", "device", "read_only",
+    "oom_score_adj", "ulimit", "volume", "volumes_from", "mount", "tmpfs", "device", "read_only",
     "privileged", "cap_add", "cap_drop", "security_opt", "group_add", "sysctl", "init",
     "network", "add_host", "dns", "dns_option", "dns_search", "ipc", "pid", "uts",
-    "cgroupns", "restart", "rm", "runtime", "log_driver", "log_opt",
+    "cgroupns", "restart", "rm", "runtime", "log_driver", "log_opt", "publish",
+    "publish_all", "network_alias", "ip", "ip6", "mac_address", "link",
+    "health_cmd", "health_interval", "health_timeout", "health_start_period",
+    "health_start_interval", "health_retries", "no_healthcheck",
 )
 
 
-def _config(args: argparse.Namespace) -> tuple[Any, Any]:
-    from dockyard.engine.options import RunFlags, to_config
+def _config(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The Config, HostConfig and NetworkingConfig of ``run``/``create``'s flags."""
+    from dockyard.engine.options import RunFlags, networking_config, to_config
 
     flags = RunFlags(image=args.image, command=list(args.command),
                      **{name: getattr(args, name) for name in _FLAG_FIELDS})
-    return to_config(flags)
+    return (*to_config(flags), networking_config(flags))
 
 
 def _pull_if_missing(options: argparse.Namespace, args: argparse.Namespace,
@@ -102,14 +108,15 @@ def run(options: argparse.Namespace, args: argparse.Namespace) -> int:
 
     try:
         keys = DetachKeys(args.detach_keys)
-        config, host = _config(args)
+        config, host, networking = _config(args)
     except DockyardError as e:
         print(f"dockyard: {e}.\nSee 'dockyard run --help'.", file=sys.stderr)
         return 125
     try:
         containers = service(options)
         _pull_if_missing(options, args, containers)
-        cid = containers.run(config, host, args.name, attached=not args.detach)
+        cid = containers.run(config, host, args.name, attached=not args.detach,
+                             networking=networking)
     except DockyardError as e:
         return _daemon_error(e)
     if args.detach:
@@ -349,14 +356,14 @@ def exec_(options: argparse.Namespace, args: argparse.Namespace) -> int:
 def create(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker create``: prints the new container's ID."""
     try:
-        config, host = _config(args)
+        config, host, networking = _config(args)
     except DockyardError as e:
         print(f"dockyard: {e}.\nSee 'dockyard create --help'.", file=sys.stderr)
         return 125
     try:
         containers = service(options)
         _pull_if_missing(options, args, containers)
-        print(containers.create(config, host, args.name))
+        print(containers.create(config, host, args.name, networking))
     except DockyardError as e:
         return _daemon_error(e)
     return 0
@@ -527,15 +534,26 @@ def top(options: argparse.Namespace, args: argparse.Namespace) -> int:
 
 
 def port(options: argparse.Namespace, args: argparse.Namespace) -> int:
-    """``docker port``. No port is published yet (there is no ``-p``): it prints nothing
-    for the container, and a port asked for is not published."""
-    containers = service(options)
-    failed = _each([args.container], containers.resolve)
-    if failed or args.private_port is None:
-        return failed
-    private = args.private_port if "/" in args.private_port else args.private_port + "/tcp"
-    # docker's CLI makes this check itself: main's "Error: ...", exit 1.
-    raise NotFound(f"No public port '{private}' published for {args.container}")
+    """``docker port``: ``80/tcp -> 0.0.0.0:8080`` lines, or the addresses of one port."""
+    found: list[dict[str, Any]] = []
+    if _each([args.container], lambda name: found.append(service(options).inspect(name))):
+        return 1
+    ports = found[0]["NetworkSettings"]["Ports"]
+    published = {key: bindings for key, bindings in ports.items() if bindings}
+    if args.private_port is not None:
+        private = args.private_port if "/" in args.private_port else \
+            args.private_port + "/tcp"
+        if private not in published:
+            # docker's CLI makes this check itself: main's "Error: ...", exit 1.
+            raise NotFound(f"No public port '{private}' published for {args.container}")
+        published = {private: published[private]}
+    for key in sorted(published, key=lambda k: (int(k.partition("/")[0]), k)):
+        for binding in published[key]:
+            address = f"{binding['HostIp']}:{binding['HostPort']}"
+            if ":" in binding["HostIp"]:
+                address = f"[{binding['HostIp']}]:{binding['HostPort']}"
+            print(address if args.private_port is not None else f"{key} -> {address}")
+    return 0
 
 
 def stats(options: argparse.Namespace, args: argparse.Namespace) -> int:
@@ -574,6 +592,32 @@ def _ellipsis(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _ports_column(ports: list[dict[str, Any]]) -> str:
+    """docker ps's PORTS: ``0.0.0.0:8080->80/tcp, 443/tcp``, consecutive ports of one
+    kind folded into ranges as docker does."""
+    items: list[tuple[str, int, int, str]] = sorted(
+        (p.get("IP", ""), p.get("PublicPort", 0), p["PrivatePort"], p["Type"]) for p in ports)
+    groups: list[list[tuple[str, int, int, str]]] = []
+    for item in items:
+        last = groups[-1][-1] if groups else None
+        if last is not None and (last[0], last[3]) == (item[0], item[3]) and \
+                item[2] == last[2] + 1 and (item[1] == last[1] + 1 if item[1] else not last[1]):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    shown = []
+    for group in groups:
+        (ip, public, private, proto), end = group[0], group[-1]
+        inner = f"{private}" if len(group) == 1 else f"{private}-{end[2]}"
+        if public:
+            outer = f"{public}" if len(group) == 1 else f"{public}-{end[1]}"
+            host = f"[{ip}]" if ":" in ip else ip
+            shown.append(f"{host}:{outer}->{inner}/{proto}")
+        else:
+            shown.append(f"{inner}/{proto}")
+    return ", ".join(shown)
+
+
 def ps(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker ps`` / ``docker container ls``."""
     from dockyard.cli.formatting import ago, format_rows
@@ -596,10 +640,13 @@ def ps(options: argparse.Namespace, args: argparse.Namespace) -> int:
             "Command": json.dumps(command, ensure_ascii=False),
             "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z",
                                        time.localtime(s["CreatedUnix"])),
-            "RunningFor": ago(s["CreatedUnix"]), "Ports": "", "Status": s["Status"],
+            "RunningFor": ago(s["CreatedUnix"]), "Ports": _ports_column(s["Ports"]),
+            "Status": s["Status"],
             "State": s["State"], "Names": ",".join(n.lstrip("/") for n in s["Names"]),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(s["Labels"].items())),
-            "Mounts": ",".join(m["Source"] for m in s["Mounts"]), "Networks": "",
+            "Mounts": ",".join(m["Source"] for m in s["Mounts"]),
+            "Networks": ",".join(s["NetworkSettings"]["Networks"])
+            or s["HostConfig"]["NetworkMode"],
             "Size": "",
         })
     columns = ("{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t"
@@ -610,21 +657,12 @@ def ps(options: argparse.Namespace, args: argparse.Namespace) -> int:
 
 
 def _since(value: str | None) -> float | None:
-    """``--since``/``--until``: an RFC 3339 time, a unix time or a duration before now."""
+    """``--since``/``--until`` (Docker's formats: ``events.parse_time``) as unix time."""
     if value is None:
         return None
-    from dockyard.engine.containers import parse_timestamp
-    from dockyard.engine.options import parse_duration
+    from dockyard.engine.events import parse_time
 
-    with contextlib.suppress(ValueError):
-        return float(value)
-    with contextlib.suppress(InvalidArgument):
-        return time.time() - parse_duration(value) / 1e9
-    if "T" not in value:
-        value += "T00:00:00Z"
-    elif not value.endswith("Z") and "+" not in value[10:] and "-" not in value[10:]:
-        value += "Z"
-    return parse_timestamp(value)
+    return parse_time(value) / 1e9
 
 
 def logs(options: argparse.Namespace, args: argparse.Namespace) -> int:
@@ -739,6 +777,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     add("--ulimit", **many)
     add("-v", "--volume", **many)
     add("--mount", **many)
+    add("--volumes-from", **many)
     add("--tmpfs", **many)
     add("--device", **many)
     add("--read-only", action="store_true")
@@ -750,6 +789,13 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     add("--sysctl", **many)
     add("--init", action="store_true")
     add("--network", "--net")
+    add("-p", "--publish", **many)
+    add("-P", "--publish-all", action="store_true")
+    add("--network-alias", "--net-alias", **many)
+    add("--ip")
+    add("--ip6")
+    add("--mac-address")
+    add("--link", **many)
     add("--add-host", **many)
     add("--dns", **many)
     add("--dns-option", **many)
@@ -760,6 +806,13 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     add("--cgroupns")
     add("--restart")
     add("--runtime")
+    add("--health-cmd")
+    add("--health-interval")
+    add("--health-timeout")
+    add("--health-start-period")
+    add("--health-start-interval")
+    add("--health-retries", type=int)
+    add("--no-healthcheck", action="store_true")
     add("--log-driver")
     add("--log-opt", **many)
     add("image", metavar="IMAGE")

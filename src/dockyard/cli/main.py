@@ -34,10 +34,12 @@ class Command(NamedTuple):
 # Top-level verbs, and the management commands ("image ls") that lead to the same code.
 _IMAGES = "dockyard.cli.images"
 _VOLUMES = "dockyard.cli.volumes"
+_NETWORKS = "dockyard.cli.networks"
 _FILES = "dockyard.cli.container_files"
 _CONTAINERS = "dockyard.cli.containers"
 COMMANDS: dict[str, Command] = {
     "version": Command("dockyard.cli.system", "Show the dockyard version information"),
+    "build": Command("dockyard.cli.build", "Build an image from a Dockerfile"),
     "pull": Command(_IMAGES, "Download an image from a registry"),
     "push": Command(_IMAGES, "Upload an image to a registry"),
     "images": Command(_IMAGES, "List images"),
@@ -83,21 +85,34 @@ COMMANDS: dict[str, Command] = {
     "volume-inspect": Command(_VOLUMES, "Display detailed information on one or more volumes"),
     "volume-rm": Command(_VOLUMES, "Remove one or more volumes"),
     "volume-prune": Command(_VOLUMES, "Remove unused local volumes"),
+    "network-create": Command(_NETWORKS, "Create a network"),
+    "network-ls": Command(_NETWORKS, "List networks"),
+    "network-inspect": Command(_NETWORKS, "Display detailed information on one or more "
+                               "networks"),
+    "network-rm": Command(_NETWORKS, "Remove one or more networks"),
+    "network-prune": Command(_NETWORKS, "Remove all unused networks"),
+    "network-connect": Command(_NETWORKS, "Connect a container to a network"),
+    "network-disconnect": Command(_NETWORKS, "Disconnect a container from a network"),
     "cp": Command(_FILES, "Copy files/folders between a container and the local filesystem"),
     "diff": Command(_FILES, "Inspect changes to files or directories on a container's "
                     "filesystem"),
     "commit": Command(_FILES, "Create a new image from a container's changes"),
     "export": Command(_FILES, "Export a container's filesystem as a tar archive"),
+    "events": Command("dockyard.cli.events", "Get real time events from the server"),
 }
 MANAGEMENT: dict[str, dict[str, str]] = {
+    "network": {"create": "network-create", "ls": "network-ls", "list": "network-ls",
+                "inspect": "network-inspect", "rm": "network-rm", "remove": "network-rm",
+                "prune": "network-prune", "connect": "network-connect",
+                "disconnect": "network-disconnect"},
     "volume": {"create": "volume-create", "ls": "volume-ls", "list": "volume-ls",
                "inspect": "volume-inspect", "rm": "volume-rm", "remove": "volume-rm",
                "prune": "volume-prune"},
     "image": {"ls": "images", "list": "images", "pull": "pull", "push": "push",
               "inspect": "image-inspect", "history": "history", "tag": "tag", "rm": "rmi",
               "save": "save", "load": "load", "import": "import", "prune": "image-prune",
-              "bootstrap": "image-bootstrap"},
-    "system": {"check": "system-check"},
+              "bootstrap": "image-bootstrap", "build": "build"},
+    "system": {"check": "system-check", "events": "events"},
     "container": {"ls": "ps", "list": "ps", "ps": "ps", "run": "run", "create": "create",
                   "start": "start", "stop": "stop", "kill": "kill", "rm": "rm",
                   "remove": "rm", "wait": "wait", "logs": "logs",

@@ -39,10 +39,13 @@ __all__ = [
     "ContainerConfig",
     "DeviceMapping",
     "Driver",
+    "EndpointIPAMConfig",
+    "EndpointSettings",
     "HealthConfig",
     "HostConfig",
     "LogConfig",
     "Mount",
+    "NetworkingConfig",
     "PortBinding",
     "RestartPolicy",
     "TmpfsOptions",
@@ -261,6 +264,30 @@ class HostConfig(DockerDocument):
     init: bool | None = None
     pids_limit: int | None = None
     ulimits: list[Ulimit] | None = None
+
+
+# --- NetworkingConfig -----------------------------------------------------------------
+
+
+class EndpointIPAMConfig(DockerDocument):
+    """The addresses a container asks for on one network (``--ip``, ``--ip6``)."""
+
+    ipv4_address: str | None = msgspec.field(default=None, name="IPv4Address")
+    ipv6_address: str | None = msgspec.field(default=None, name="IPv6Address")
+
+
+class EndpointSettings(DockerDocument):
+    """How a container is attached to one network, as asked at create or connect."""
+
+    ipam_config: EndpointIPAMConfig | None = msgspec.field(default=None, name="IPAMConfig")
+    aliases: list[str] | None = None
+    mac_address: str | None = None
+
+
+class NetworkingConfig(DockerDocument):
+    """Docker's ``NetworkingConfig`` of a create request: settings by network name."""
+
+    endpoints_config: dict[str, EndpointSettings] | None = None
 
 
 # --- decoding -------------------------------------------------------------------------

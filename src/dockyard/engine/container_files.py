@@ -192,6 +192,7 @@ def copy_from(containers: ContainerService, container: str, path: str, out: Bina
                               format=tarfile.PAX_FORMAT, encoding="utf-8",
                               errors="surrogateescape") as tf:
                 _write_tree(tf, pfd, name, base, st)
+            containers.record("archive-path", cid)
             return _path_stat(pfd, name, base, st)
         finally:
             os.close(pfd)
@@ -239,6 +240,7 @@ def copy_to(containers: ContainerService, container: str, path: str, stream: Bin
             unpack(stream, sc.fd_path(dir_fd), keep_owner=keep_owner)
         finally:
             os.close(dir_fd)
+    containers.record("extract-to-dir", cid)
 
 
 def unpack(stream: BinaryIO, directory: str, *, keep_owner: bool,
@@ -403,17 +405,16 @@ def export(containers: ContainerService, container: str, out: BinaryIO) -> None:
     cid = containers.resolve(container)
     with _mounted(containers, cid) as rootfs:
         layers.diff_layer(None, rootfs, out, kind="vfs")
+    containers.record("export", cid)
 
 
 @contextlib.contextmanager
 def _paused(containers: ContainerService, cid: str, pause: bool) -> Iterator[None]:
     """The container frozen for the block, when asked and running (``commit -p``)."""
-    from dockyard.runtime.container import Runtime
-
     if not pause or containers.state(cid) != "running":
         yield
         return
-    runtime = Runtime(containers.runtime_root)
+    runtime = containers.runtime_of(cid)
     runtime.pause(cid)
     try:
         yield
@@ -431,6 +432,7 @@ def commit(containers: ContainerService, container: str, reference: str | None =
     import msgspec
 
     from dockyard.images.building import image_config, store_image
+    from dockyard.images.reference import parse as parse_reference
     from dockyard.images.rootfs_tar import apply_changes
     from dockyard.oci.image import (
         OCI_LAYER_GZIP,
@@ -480,5 +482,8 @@ def commit(containers: ContainerService, container: str, reference: str | None =
         manifest_data = blob.read()
     with images.content.open(config_digest) as blob:
         config_data = blob.read()
-    return images.add_image(manifest_data, config_data, [reference] if reference else [])
+    image = images.add_image(manifest_data, config_data, [reference] if reference else [])
+    containers.record("commit", cid, comment=message or "", imageID=image.id,
+                      imageRef=parse_reference(reference).familiar() if reference else "")
+    return image
 

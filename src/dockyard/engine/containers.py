@@ -15,7 +15,8 @@ init. The layout (version 1)::
                                          bound on /etc/... in the container
     RUNROOT/containers/ID/netns          the container's network namespace (a bind
                                          mount of nsfs) while it runs
-    RUNROOT/runtime/                     the runtime's state root
+    RUNROOT/runtime/                     the runtime's state root (dockyard's own;
+                                         RUNROOT/runtime-crun/ for crun...)
 
 The lifecycle, as the ``state`` column records it::
 
@@ -40,8 +41,11 @@ image's ``VOLUME``) are the ``VolumeService``'s (``self.volumes``); the row's co
 records them as Docker's ``MountPoints``, ``start`` mounts and fills them, the end of a
 run releases them, ``rm -v`` and ``--rm`` remove the anonymous ones.
 
-Networking is not there yet: a container gets a new network namespace with only its
-loopback up (``--network none`` and the default), or the host's (``--network host``).
+A container's network namespace is made by ``start`` (``--network none``: with only
+its loopback up; the default network or a user network: then plumbed by the
+``NetworkService``, ``self.networks``), or is the host's (``host``) or another running
+container's (``container:NAME``); its endpoint rows are made with the container and
+released with its run.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import errno
 import fcntl
 import json
 import os
+import posixpath
 import re
 import secrets
 import shutil
@@ -66,18 +71,22 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.engine.config import ContainerConfig, HostConfig, parse_bind
 from dockyard.engine.db import Database
+from dockyard.engine.events import EventLog, container_attributes, log_path
+from dockyard.engine.networks import NetworkService, network_of_mode, port_requests
 from dockyard.engine.volumes import VolumeService
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.linux import syscalls as sc
 from dockyard.linux.mountinfo import is_mountpoint
 from dockyard.storage.durable import pid_alive
+from dockyard.volumes import ANONYMOUS_LABEL, anonymous_name
 
 if TYPE_CHECKING:
-    from dockyard.engine.config import RestartPolicy
+    from dockyard.engine.config import EndpointSettings, NetworkingConfig, RestartPolicy
     from dockyard.engine.images import RegistryOptions
     from dockyard.engine.ocispec import VolumeRequest
+    from dockyard.runtime.oci_runtime import RuntimeCommand
 
-__all__ = ["UNKNOWN_EXIT_CODE", "ContainerService", "LogEntry"]
+__all__ = ["UNKNOWN_EXIT_CODE", "ContainerService", "LogEntry", "new_netns"]
 
 #: The exit code of a container whose monitor died without recording its exit (Docker
 #: reports 255 when it cannot know the code).
@@ -103,10 +112,6 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _IFREQ = struct.Struct("16sh22x")
-
-_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-          "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-          "ff02::2\tip6-allrouters\n")
 
 
 @dataclass(frozen=True)
@@ -161,9 +166,11 @@ def signal_number(text: str | int) -> int:
 class ContainerService:
     """The containers of one root (``ROOT``) and run root (``RUNROOT``).
 
-    ``runtime`` None is dockyard's own runtime, run in the monitor without a new
-    interpreter; another runc-compatible binary is not wired through the monitor yet
-    and is refused.
+    ``runtime`` is the default OCI runtime of new containers (dockerd's
+    ``--default-runtime``): None is dockyard's own, run in the monitor without a new
+    interpreter; ``crun`` or ``runc`` is that binary, driven by the monitor through its
+    command line (``runtime.oci_runtime``). A container keeps the runtime it was created
+    with (HostConfig.Runtime).
     """
 
     def __init__(self, root: str, runroot: str, *, storage_driver: str | None = None,
@@ -171,15 +178,15 @@ class ContainerService:
                  ) -> None:
         from dockyard.engine.images import ImageService
 
-        if runtime is not None:
-            raise InvalidArgument(f"runtime {runtime!r}: only dockyard's own runtime can run "
-                                  "containers yet (leave --runtime out)")
+        self.default_runtime = runtime or None
         self.root = os.path.abspath(root)
         self.runroot = os.path.abspath(runroot)
         self.images = ImageService(self.root, storage_driver=storage_driver,
                                    registries=registries, in_use=self.image_in_use)
         self.db: Database = self.images.db
         self.volumes = VolumeService(self.root, in_use=self.volume_users)
+        self.networks = NetworkService(self.root, self.runroot, self.db)
+        self.events = EventLog(self.root)
         self.runtime_root = os.path.join(self.runroot, "runtime")
         self._attached: set[str] = set()  # see run()
 
@@ -193,6 +200,20 @@ class ContainerService:
 
     def _rootfs(self, cid: str) -> str:
         return os.path.join(self._bundle(cid), "rootfs")
+
+    def _open_runtime(self, name: str | None) -> RuntimeCommand:
+        """The OCI runtime called ``name`` (None: dockyard's), with its own state root."""
+        from dockyard.runtime.oci_runtime import BUILTIN, open_runtime
+
+        name = name or BUILTIN
+        return open_runtime(name, self.runtime_root if name == BUILTIN
+                            else os.path.join(self.runroot, f"runtime-{name}"))
+
+    def runtime_of(self, cid: str) -> RuntimeCommand:
+        """The OCI runtime the container was created with (its HostConfig.Runtime)."""
+        rows = self.db.query("SELECT host_config FROM containers WHERE id = ?", (cid,))
+        return self._open_runtime(json.loads(rows[0]["host_config"]).get("Runtime")
+                                  if rows else None)
 
     def monitor_dir(self, cid: str) -> str:
         return os.path.join(self._run_dir(cid), "monitor")
@@ -247,6 +268,11 @@ class ContainerService:
             raise NotFound(f"No such container: {cid}")
         return rows[0]
 
+    def record(self, action: str, cid: str, **attributes: str) -> None:
+        """Record a container's event (for the services that act on containers from
+        outside this one: ``cp``, ``commit``, ``export``)."""
+        self.events.container(action, self._row(cid), **attributes)
+
     def _new_name(self) -> str:
         for _ in range(10):
             name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_SURNAMES)}"
@@ -257,12 +283,12 @@ class ContainerService:
     # --- create ---------------------------------------------------------------------
 
     def create(self, config: ContainerConfig, host: HostConfig,
-               name: str | None = None) -> str:
+               name: str | None = None, networking: NetworkingConfig | None = None) -> str:
         """Create a container; its 64-hex ID. ``config.image`` names the image."""
-        return self._create(config, host, name, keep_mounted=False)
+        return self._create(config, host, name, keep_mounted=False, networking=networking)
 
     def run(self, config: ContainerConfig, host: HostConfig, name: str | None = None, *,
-            attached: bool = False) -> str:
+            attached: bool = False, networking: NetworkingConfig | None = None) -> str:
         """Create and start a container (its rootfs mounted once); its ID.
 
         ``attached``: the caller stays until the container exits and removes it itself
@@ -270,9 +296,10 @@ class ContainerService:
         it exited, so that the caller can still read its exit code. A container with
         AutoRemove that fails to start is removed.
         """
-        cid = self._create(config, host, name, keep_mounted=True)
+        cid = self._create(config, host, name, keep_mounted=True, networking=networking)
         if attached:
             self._attached.add(cid)
+            self.record("attach", cid)  # Docker's foreground run attaches before the start
         try:
             self.start(cid)
         except BaseException:
@@ -283,7 +310,9 @@ class ContainerService:
         return cid
 
     def _create(self, config: ContainerConfig, host: HostConfig, name: str | None,
-                *, keep_mounted: bool) -> str:
+                *, keep_mounted: bool, networking: NetworkingConfig | None = None) -> str:
+        import msgspec
+
         from dockyard.engine import ocispec
         from dockyard.oci.document import dump
         from dockyard.oci.image import load_config
@@ -297,13 +326,19 @@ class ContainerService:
                 raise InvalidArgument(f"Invalid container name ({name}), only "
                                       "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
             name = name.removeprefix("/")
-        if host.runtime and host.runtime not in ("dockyard", "runc"):
-            raise InvalidArgument(f"runtime {host.runtime!r} is not supported yet: only "
-                                  "dockyard's own runtime runs containers")
+        # Refused now (unknown, not installed) rather than at the start; recorded, as
+        # dockerd records its default, so that inspect shows it.
+        runtime = self._open_runtime(host.runtime or self.default_runtime)
+        host.runtime = runtime.name
         network = host.network_mode or "default"
-        if network not in ("default", "bridge", "none", "host"):
-            raise InvalidArgument(f"network mode {network!r} is not supported yet: use "
-                                  "none or host")
+        endpoints = (networking.endpoints_config if networking else None) or {}
+        self.networks.plan(host, endpoints)
+        netns_owner = self._netns_owner(host)
+        if netns_owner:  # as Docker: the hostname of the container it joins
+            if config.hostname:
+                raise InvalidArgument("conflicting options: hostname and the network mode")
+            joined = _read_text(os.path.join(self._run_dir(netns_owner), "hostname"))
+            config = msgspec.structs.replace(config, hostname=(joined or "").strip() or None)
         image_id = self.images.resolve(config.image)
         chain_rows = self.db.query("SELECT chain_id FROM images WHERE id = ?", (image_id,))
         chain_id = chain_rows[0]["chain_id"] if chain_rows else None
@@ -318,7 +353,11 @@ class ContainerService:
                 raise InvalidArgument("--mount volume-driver, volume-opt, volume-label and "
                                       "volume-subpath are not supported yet: create the "
                                       "volume with `volume create` first")
-        points = self._volume_points(ocispec.volume_requests(config, host, image))
+        inherited, inherited_binds = self._volumes_from(host)
+        if inherited_binds:
+            host.binds = [*(host.binds or []), *inherited_binds]
+        points = self._volume_points(ocispec.volume_requests(
+            config, host, image, [point["Destination"] for point in inherited])) + inherited
         # The row's config keeps the volumes as Docker's MountPoints, beside Docker's
         # Config members (which decoding it as a ContainerConfig ignores): the
         # anonymous volumes' names exist nowhere else, and ``volume_users`` looks there.
@@ -326,24 +365,28 @@ class ContainerService:
 
         cid = secrets.token_hex(32)
         created, created_unix = _now()
-        try:
-            with self.db.transaction() as conn:
-                name = name or self._new_name()
-                taken = conn.execute("SELECT id FROM containers WHERE name = ?",
-                                     (name,)).fetchone()
-                if taken is not None:
-                    raise _name_in_use(name, taken[0])
-                conn.execute(
-                    "INSERT INTO containers (id, name, image_id, image, config, host_config, "
-                    "created, created_unix, state, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (cid, name, image_id, config.image, json.dumps(document),
-                     dump(host).decode(), created, created_unix, "creating", os.getpid()))
-        except BaseException:
-            self._remove_anonymous(points)
-            raise
+        with self.db.transaction() as conn:
+            name = name or self._new_name()
+            taken = conn.execute("SELECT id FROM containers WHERE name = ?",
+                                 (name,)).fetchone()
+            if taken is not None:
+                raise _name_in_use(name, taken[0])
+            conn.execute(
+                "INSERT INTO containers (id, name, image_id, image, config, host_config, "
+                "created, created_unix, state, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (cid, name, image_id, config.image, json.dumps(document),
+                 dump(host).decode(), created, created_unix, "creating", os.getpid()))
+            network_name = network_of_mode(network)
+            if network_name is not None:
+                self.networks.add(cid, network_name, endpoints.get(network_name)
+                                  or endpoints.get("default"))
         mounted = False
         try:
-            run_dir = self._run_dir(cid)
+            # After the row names them: a create killed from here on is removed by the
+            # next command with the anonymous volumes it made (``_observe``).
+            for point in points:
+                self.volumes.create(point["Name"], labels={ANONYMOUS_LABEL: ""}
+                                    if point["Anonymous"] else None)
             rootfs = self._rootfs(cid)
             os.makedirs(rootfs, mode=0o711)
             os.makedirs(self._data_dir(cid), mode=0o710, exist_ok=True)
@@ -353,7 +396,9 @@ class ContainerService:
             merged = ocispec.merge_image_config(config, image)
             hostname = (os.uname().nodename if host.uts_mode == "host"
                         else merged.hostname or cid[:12])
-            files = self._network_files(run_dir, host, hostname)
+
+            files = self._network_files(cid, host, hostname)
+            _, link_env = self.networks.links(host.links or (), name)
             for raw in host.binds or ():
                 bind = parse_bind(raw)
                 if bind.type == "bind" and not os.path.exists(bind.source):
@@ -363,37 +408,77 @@ class ContainerService:
             volumes = [(self.volumes.driver.path(point["Name"]), point["Destination"],
                         [] if point["RW"] else ["ro"]) for point in points]
             spec = ocispec.render(
-                config, host, image, rootfs=rootfs, container_id=cid, volumes=volumes,
+                msgspec.structs.replace(config, env=[*link_env, *(config.env or [])])
+                if link_env else config, host, image, rootfs=rootfs, container_id=cid,
+                volumes=volumes,
                 hosts_file=files["hosts"], resolv_conf=files["resolv.conf"],
                 hostname_file=files["hostname"],
-                netns_path=None if network == "host" else self._netns(cid))
+                netns_path=None if network == "host" else self._netns(netns_owner or cid),
+                init_path=ocispec.find_init() if host.init else None,
+                # Named, so that every runtime puts it in the same place.
+                cgroups_path=f"/dockyard/{cid}")
+            spec.oci_version = runtime.oci_version
             _write(os.path.join(self._bundle(cid), "config.json"), dump(spec, indent=2))
             with self.db.transaction() as conn:
-                conn.execute("UPDATE containers SET state = 'created', pid = 0 WHERE id = ?",
-                             (cid,))
+                # ``run`` goes on with the start: it marks the row as its own (``start``).
+                conn.execute("UPDATE containers SET state = 'created', pid = ? WHERE id = ?",
+                             (os.getpid() if keep_mounted else 0, cid))
         except BaseException:
             with contextlib.suppress(Exception):
                 self._destroy(cid, volumes=True)
             raise
         if mounted and not keep_mounted:
             self._unmount(rootfs)
+        self.events.container("create", {"id": cid, "name": name, "image": config.image,
+                                         "config": document})
         return cid
 
-    def _volume_points(self, requests: Sequence[VolumeRequest]) -> builtins.list[dict[str, Any]]:
-        """The volumes of ``volume_requests``, created when missing (a new anonymous one
-        for each request without a name), as the MountPoints the row records."""
-        points: builtins.list[dict[str, Any]] = []
-        try:
-            for request in requests:
-                volume = self.volumes.create(request.name or None)
-                points.append({"Name": volume["Name"], "Destination": request.target,
-                               "RW": not request.read_only,
-                               "Mode": "ro" if request.read_only else "",
-                               "Anonymous": not request.name, "NoCopy": request.no_copy})
-        except BaseException:
-            self._remove_anonymous(points)
-            raise
-        return points
+    @staticmethod
+    def _volume_points(requests: Sequence[VolumeRequest]) -> builtins.list[dict[str, Any]]:
+        """The volumes of ``volume_requests`` (a new anonymous name for each request
+        without one) as the MountPoints the row records; ``_create`` makes those
+        missing once the row names them."""
+        return [{"Name": request.name or anonymous_name(), "Destination": request.target,
+                 "RW": not request.read_only, "Mode": "ro" if request.read_only else "",
+                 "Anonymous": not request.name, "NoCopy": request.no_copy}
+                for request in requests]
+
+    def _volumes_from(self, host: HostConfig
+                      ) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
+        """Docker's ``--volumes-from CONTAINER[:ro|:rw]``: the other containers'
+        volumes (as MountPoints) and bind mounts (as ``-v`` specs) at the same
+        destinations, but those the container's own ``-v``, ``--mount`` and ``--tmpfs``
+        take. Each keeps its mode, and is read-only with ``ro`` (``rw`` cannot make a
+        read-only one writable, as in Docker). The volumes are not filled again from
+        the image (they hold the other container's data), and an anonymous one stays
+        anonymous: ``rm -v`` of the last container using it removes it.
+        """
+        own = {parse_bind(raw).target for raw in host.binds or ()}
+        own.update(posixpath.normpath(mount.target or "/") for mount in host.mounts or ())
+        own.update(posixpath.normpath(path) for path in host.tmpfs or {})
+        # By destination: a later container's mount there replaces an earlier one's.
+        chosen: dict[str, dict[str, Any] | str] = {}
+        for item in host.volumes_from or ():
+            ref, _, mode = item.partition(":")
+            words = mode.split(",") if mode else []
+            if (mode and not words) or not set(words) <= {"ro", "rw", "z", "Z"} or \
+                    {"ro", "rw"} <= set(words):
+                raise InvalidArgument(f"invalid mode: {mode}")
+            row = self._row(self.resolve(ref))
+            for point in _mount_points(row["config"]):
+                writable = point["RW"] and "ro" not in words
+                chosen[point["Destination"]] = {**point, "RW": writable,
+                                                "Mode": "" if writable else "ro",
+                                                "NoCopy": True}
+            for mount in _mounts(json.loads(row["host_config"])):
+                if mount["Type"] == "bind":
+                    writable = mount["RW"] and "ro" not in words
+                    propagation = mount["Propagation"]
+                    chosen[mount["Destination"]] = (
+                        f"{mount['Source']}:{mount['Destination']}:{'rw' if writable else 'ro'}"
+                        + ("" if propagation == "rprivate" else f",{propagation}"))
+        kept = [mount for target, mount in chosen.items() if target not in own]
+        return ([m for m in kept if isinstance(m, dict)], [m for m in kept if isinstance(m, str)])
 
     def _remove_anonymous(self, points: Sequence[Mapping[str, Any]]) -> None:
         """Remove the anonymous volumes among ``points`` (``rm -v``, ``--rm``).
@@ -406,36 +491,58 @@ class ContainerService:
                 with contextlib.suppress(Conflict, NotFound):
                     self.volumes.remove(point["Name"])
 
-    def _network_files(self, run_dir: str, host: HostConfig, hostname: str) -> dict[str, str]:
+    def _network_files(self, cid: str, host: HostConfig, hostname: str,
+                       links: Sequence[tuple[str, str, str]] = ()) -> dict[str, str]:
+        """Write the container's hosts, hostname and resolv.conf (in place: a running
+        container has them bound); a ``container:`` one shares its peer's."""
+        run_dir = self._run_dir(cid)
         paths = {name: os.path.join(run_dir, name)
                  for name in ("hosts", "hostname", "resolv.conf")}
-        hosts = (_read_text("/etc/hosts") or _HOSTS) if host.network_mode == "host" else _HOSTS
-        for entry in host.extra_hosts or ():
-            entry_name, _, address = entry.partition(":")
-            hosts += f"{address}\t{entry_name}\n"
-        _write(paths["hosts"], hosts.encode())
-        _write(paths["hostname"], f"{hostname}\n".encode())
-        resolv = _read_text("/etc/resolv.conf") or ""
-        if host.dns or host.dns_search or host.dns_options:
-            lines = [line for line in resolv.splitlines()
-                     if not (host.dns and line.startswith("nameserver"))
-                     and not (host.dns_search and line.startswith(("search", "domain")))
-                     and not (host.dns_options and line.startswith("options"))]
-            lines += [f"nameserver {server}" for server in host.dns or ()]
-            if host.dns_search:
-                lines.append("search " + " ".join(host.dns_search))
-            if host.dns_options:
-                lines.append("options " + " ".join(host.dns_options))
-            resolv = "\n".join(lines) + "\n"
-        _write(paths["resolv.conf"], resolv.encode())
+        owner = self._netns_owner(host)
+        if owner:
+            hosts = _read_text(os.path.join(self._run_dir(owner), "hosts")) or ""
+            resolv = _read_text(os.path.join(self._run_dir(owner), "resolv.conf")) or ""
+        else:
+            hosts = self.networks.hosts_file(cid, hostname, host, links)
+            resolv = self.networks.resolv_conf(cid, host)
+        for name, text in (("hosts", hosts), ("hostname", f"{hostname}\n"),
+                           ("resolv.conf", resolv)):
+            with open(paths[name], "w") as f:
+                f.write(text)
         return paths
+
+    def _start_network(self, info: Mapping[str, Any], config: ContainerConfig,
+                       host: HostConfig) -> None:
+        """Make the starting container's network namespace, plumb its networks and
+        publish its ports (or check the one it joins runs), then write its files."""
+        from dockyard.engine.ocispec import merge_image_config
+
+        cid = info["id"]
+        owner = self._netns_owner(host)
+        if owner:
+            if not is_mountpoint(self._netns(owner)):
+                raise Conflict(f"cannot join network namespace of a non running container: "
+                               f"{owner}")
+        elif host.network_mode != "host":
+            if not is_mountpoint(self._netns(cid)):
+                new_netns(self._netns(cid), ipv6=any(
+                    ep["has_ipv6"] for ep in self.networks.endpoints(cid)))
+            exposed = merge_image_config(config, self._image_config(info["image_id"]))
+            self.networks.attach(cid, self._netns(cid),
+                                 port_requests(host, list(exposed.exposed_ports or {})))
+        self._refresh_network_files(cid, host)
+
+    def _netns_owner(self, host: HostConfig) -> str:
+        """The ID of the container whose network namespace a ``container:NAME`` one
+        joins; "" for one with a namespace of its own (or the host's)."""
+        mode = host.network_mode or ""
+        return self.resolve(mode.partition(":")[2]) if mode.startswith("container:") else ""
 
     # --- start, stop, kill, wait ----------------------------------------------------
 
     def start(self, id_or_name: str) -> None:
         """Start a created or exited container (a running one is left as it is)."""
         from dockyard.runtime import monitor
-        from dockyard.runtime.state import StateDir
         from dockyard.storage.snapshots import mount_all
 
         cid = self.resolve(id_or_name)
@@ -457,16 +564,25 @@ class ContainerService:
         while monitor.monitor_alive(state_dir) and time.monotonic() < deadline:
             time.sleep(0.01)
         rootfs = self._rootfs(cid)
+        start_recorded = False
         try:
+            if info["pid"] != os.getpid():
+                # The starter's pid, until the start is recorded: a start killed half way
+                # is then seen and made good by the next command (``_observe``).
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE containers SET pid = ? WHERE id = ?",
+                                 (os.getpid(), cid))
             if not is_mountpoint(rootfs):
                 mount_all(self.images.snapshots.mounts(cid), rootfs)
             for point in _mount_points(info["config"]):
                 self.volumes.mount_path(point["Name"], cid)
+                self.events.record("volume", "mount", point["Name"], {
+                    "driver": "local", "container": cid, "destination": point["Destination"],
+                    "read/write": str(point["RW"]).lower(), "propagation": ""})
                 if not point["NoCopy"]:
                     # Docker's copy-up: a volume still empty gets the image's files.
                     self.volumes.populate(point["Name"], rootfs, point["Destination"])
-            if host.network_mode != "host" and not is_mountpoint(self._netns(cid)):
-                _new_netns(self._netns(cid))
+            self._start_network(info, config, host)
             restart = host.restart_policy
             policy = monitor.RestartPolicy.parse(
                 (restart.name or "no") + (f":{restart.maximum_retry_count}"
@@ -476,30 +592,79 @@ class ContainerService:
             max_size, max_files = _log_options(host)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(state_dir, monitor.EXIT_FILE))
+            runtime = self._open_runtime(host.runtime)
             spec = monitor.MonitorSpec(
-                container_id=cid, bundle=self._bundle(cid), runtime_root=self.runtime_root,
-                state_dir=state_dir, log_path=self.log_path(cid), max_size=max_size,
-                max_files=max_files, terminal=bool(config.tty), stdin=bool(config.open_stdin),
-                restart=policy, stop_signal=signal_number(config.stop_signal or "SIGTERM"),
-                stop_timeout=float(_stop_timeout(config)))
+                container_id=cid, bundle=self._bundle(cid), runtime=runtime.name,
+                runtime_root=runtime.root, state_dir=state_dir, log_path=self.log_path(cid),
+                max_size=max_size, max_files=max_files, terminal=bool(config.tty),
+                stdin=bool(config.open_stdin), restart=policy,
+                stop_signal=signal_number(config.stop_signal or "SIGTERM"),
+                stop_timeout=float(_stop_timeout(config)),
+                healthcheck=self._healthcheck(info),
+                hold_output=cid in self._attached and bool(config.tty),
+                events_path=log_path(self.root),
+                event_attributes=container_attributes(info))
             started, _ = _now()
+            # Before the monitor starts it: a container that ends at once has its
+            # ``die`` (the monitor's) after its ``start`` in the log, as in Docker's.
+            self.events.container("start", info)
+            start_recorded = True
             monitor.start_monitor(spec)
         except BaseException as e:
             self._release(cid)
+            code = e.exit_code if isinstance(e, DockyardError) and \
+                e.exit_code in (126, 127) else 128
             if isinstance(e, DockyardError):
                 with self.db.transaction() as conn:
-                    conn.execute("UPDATE containers SET exit_code = ?, error = ? WHERE id = ?",
-                                 (e.exit_code if e.exit_code in (126, 127) else 128,
-                                  str(e), cid))
+                    conn.execute("UPDATE containers SET exit_code = ?, error = ?, pid = 0 "
+                                 "WHERE id = ?", (code, str(e), cid))
+            if start_recorded:
+                self.events.container("die", info, exitCode=str(code))
             raise
-        pid = 0
-        with contextlib.suppress(DockyardError, OSError):
-            pid = StateDir(self.runtime_root, cid).read().pid
+        pid = self._live_pid(cid)
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE containers SET state = 'running', pid = ?, started_at = ?, "
                 "finished_at = '', exit_code = 0, oom_killed = 0, error = '' WHERE id = ?",
                 (pid, started, cid))
+
+    def _healthcheck(self, info: Mapping[str, Any]) -> Any:
+        """The container's healthcheck (its own over its image's, as dockerd merges
+        them) as the monitor's ``HealthSpec``; None without one or with ``NONE``."""
+        from dockyard.engine.ocispec import merge_image_config
+        from dockyard.runtime.monitor import HealthSpec
+
+        merged = merge_image_config(_load_config(info["config"]),
+                                    self._image_config(info["image_id"]))
+        check = merged.healthcheck
+        test = list(check.test or ()) if check is not None else []
+        if not test or test[0] == "NONE":
+            return None
+        if test[0] == "CMD-SHELL":
+            args = ["/bin/sh", "-c", " ".join(test[1:])]
+        elif test[0] == "CMD":
+            args = test[1:]
+        else:
+            raise InvalidArgument(f"unknown healthcheck type {test[0]!r}: use CMD, CMD-SHELL "
+                                  "or NONE")
+        if not args:
+            return None
+        assert check is not None
+
+        def seconds(value: int | None, default: float) -> float:
+            return value / 1e9 if value else default  # 0 is Docker's "the default"
+
+        return HealthSpec(
+            test=tuple(args), interval=seconds(check.interval, 30.0),
+            timeout=seconds(check.timeout, 30.0), start_period=seconds(check.start_period, 0),
+            start_interval=seconds(check.start_interval, 5.0), retries=check.retries or 3)
+
+    def health(self, cid: str) -> dict[str, Any] | None:
+        """The container's ``State.Health`` as its monitor last wrote it, if it has a
+        healthcheck and was started since it got one."""
+        from dockyard.runtime.monitor import read_health
+
+        return read_health(self.monitor_dir(cid))
 
     def stop(self, id_or_name: str, timeout: float | None = None,
              sig: str | int | None = None) -> None:
@@ -513,24 +678,27 @@ class ContainerService:
         if info is None or info["state"] != "running":
             return
         self._thaw(info)  # a frozen init would never see the stop signal
+        number = signal_number(sig if sig is not None else
+                               json.loads(info["config"]).get("StopSignal") or "SIGTERM")
+        self.events.container("kill", info, signal=str(number))
         with contextlib.suppress(Conflict):
-            monitor.stop(self.monitor_dir(cid), timeout,
-                         None if sig is None else signal_number(sig))
+            monitor.stop(self.monitor_dir(cid), timeout, number)
         self._settle(cid)
+        self.events.container("stop", info)
 
     def kill(self, id_or_name: str, sig: str | int = "SIGKILL") -> None:
         """Send a signal to the container's init (Docker's ``kill``)."""
-        from dockyard.runtime.container import Runtime
-
         number = signal_number(sig)
         cid = self.resolve(id_or_name)
         info = self._observe(self._row(cid))
         if info is None or info["state"] != "running":
             raise Conflict(f"Cannot kill container: {id_or_name}: Container {cid} is not "
                            "running")
+        # Before the signal: the monitor's ``die`` may follow it at once.
+        self.events.container("kill", info, signal=str(number))
         try:
-            Runtime(self.runtime_root).kill(cid, number)
-        except NotFound:
+            self.runtime_of(cid).kill(cid, number)
+        except (NotFound, Conflict):
             raise Conflict(f"Cannot kill container: {id_or_name}: Container {cid} is not "
                            "running") from None
         stop_signal = json.loads(info["config"]).get("StopSignal")
@@ -563,20 +731,15 @@ class ContainerService:
 
     def _frozen(self, cid: str) -> bool:
         """Whether the running container's cgroup is frozen."""
-        from dockyard.runtime.container import Runtime
-        from dockyard.runtime.state import Status
-
         with contextlib.suppress(DockyardError, OSError):
-            return Runtime(self.runtime_root).status(cid) == Status.PAUSED
+            return self.runtime_of(cid).paused(cid)
         return False
 
     def _thaw(self, info: Mapping[str, Any]) -> None:
         """Thaw a paused container (before it is stopped or killed)."""
-        from dockyard.runtime.container import Runtime
-
         if info["paused"]:
             with contextlib.suppress(DockyardError, OSError):
-                Runtime(self.runtime_root).resume(info["id"])
+                self.runtime_of(info["id"]).resume(info["id"])
 
     def _live(self, id_or_name: str) -> dict[str, Any]:
         """The observed row of a running (or paused) container; Docker's Conflicts for
@@ -594,21 +757,19 @@ class ContainerService:
 
     def pause(self, id_or_name: str) -> None:
         """Freeze every process of a running container (the cgroup freezer)."""
-        from dockyard.runtime.container import Runtime
-
         info = self._live(id_or_name)
         if info["paused"]:
             raise Conflict(f"Container {info['id']} is already paused")
-        Runtime(self.runtime_root).pause(info["id"])
+        self.runtime_of(info["id"]).pause(info["id"])
+        self.events.container("pause", info)
 
     def unpause(self, id_or_name: str) -> None:
         """Thaw a paused container."""
-        from dockyard.runtime.container import Runtime
-
         info = self._live(id_or_name)
         if not info["paused"]:
             raise Conflict(f"Container {info['id']} is not paused")
-        Runtime(self.runtime_root).resume(info["id"])
+        self.runtime_of(info["id"]).resume(info["id"])
+        self.events.container("unpause", info)
 
     def restart(self, id_or_name: str, timeout: float | None = None,
                 sig: str | int | None = None) -> None:
@@ -617,6 +778,7 @@ class ContainerService:
         cid = self.resolve(id_or_name)
         self.stop(cid, timeout, sig)
         self.start(cid)
+        self.events.container("restart", self._row(cid))
 
     def rename(self, id_or_name: str, new_name: str) -> None:
         """Give the container another name, with Docker's checks."""
@@ -625,7 +787,7 @@ class ContainerService:
         cid = self.resolve(id_or_name)
         new_name = new_name.removeprefix("/")
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT name FROM containers WHERE id = ?", (cid,)).fetchone()
+            row = conn.execute("SELECT * FROM containers WHERE id = ?", (cid,)).fetchone()
             if row is None:
                 raise NotFound(f"No such container: {id_or_name}")
             if row["name"] == new_name:
@@ -639,6 +801,7 @@ class ContainerService:
             if taken is not None:
                 raise _name_in_use(new_name, taken[0])
             conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, cid))
+        self.events.container("rename", {**row, "name": new_name}, oldName="/" + row["name"])
 
     def update(self, id_or_name: str, *, memory: int | None = None,
                memory_swap: int | None = None, nano_cpus: int | None = None,
@@ -648,7 +811,7 @@ class ContainerService:
 
         The new values are stored in its HostConfig and its bundle (the next start,
         and the monitor's restarts, create it with them); a running container's cgroup
-        gets them at once through ``Runtime.update``. The restart policy takes effect
+        gets them at once through its runtime's ``update``. The restart policy takes effect
         at the next start: the running monitor keeps the one it was started with.
         ``pids_limit`` <= 0 and ``nano_cpus`` 0 remove those limits.
         """
@@ -657,7 +820,6 @@ class ContainerService:
         from dockyard.engine import ocispec
         from dockyard.oci import runtime as oci
         from dockyard.oci.document import dump
-        from dockyard.runtime.container import Runtime
 
         cid = self.resolve(id_or_name)
         info = self._observe(self._row(cid))
@@ -698,20 +860,58 @@ class ContainerService:
             limits.cpu = msgspec.structs.replace(limits.cpu or oci.LinuxCPU(), quota=-1)
         if info["state"] == "running" and not info["restarting"]:
             try:
-                Runtime(self.runtime_root).update(cid, limits)
+                self.runtime_of(cid).update(cid, limits)
             except DockyardError as e:
                 raise type(e)(f"Cannot update container {cid}: {e}") from None
         bundle_config = os.path.join(self._bundle(cid), "config.json")
         with open(bundle_config, "rb") as f:
             spec = oci.load_spec(f.read())
         if spec.linux is not None:
+            # No pids member is no limit at the next create; -1 is "max" only to update.
             spec.linux.resources = msgspec.structs.replace(
                 spec.linux.resources or oci.LinuxResources(), memory=limits.memory,
-                cpu=limits.cpu, pids=limits.pids)
+                cpu=limits.cpu, pids=None if limits.pids and limits.pids.limit <= 0
+                else limits.pids)
         _write(bundle_config, dump(spec, indent=2))
         with self.db.transaction() as conn:
             conn.execute("UPDATE containers SET host_config = ? WHERE id = ?",
                          (dump(new).decode(), cid))
+        self.events.container("update", info)
+
+    # --- networks -------------------------------------------------------------------
+
+    def connect(self, id_or_name: str, network: str,
+                settings: EndpointSettings | None = None) -> None:
+        """Connect a container to a network (Docker's ``network connect``): at once
+        if it runs, else from its next start."""
+        cid, host, running = self._network_change(id_or_name)
+        self.networks.connect(cid, network, settings,
+                              netns=self._netns(cid) if running else None)
+        if running:
+            self._refresh_network_files(cid, host)
+
+    def disconnect(self, id_or_name: str, network: str, *, force: bool = False) -> None:
+        """Disconnect a container from a network (Docker's ``network disconnect``)."""
+        cid, host, running = self._network_change(id_or_name)
+        self.networks.disconnect(cid, network, force=force)
+        if running:
+            self._refresh_network_files(cid, host)
+
+    def _network_change(self, id_or_name: str) -> tuple[str, HostConfig, bool]:
+        cid = self.resolve(id_or_name)
+        info = self._observe(self._row(cid))
+        if info is None:
+            raise NotFound(f"No such container: {id_or_name}")
+        host = _load_host(info["host_config"])
+        if network_of_mode(host.network_mode) is None:
+            raise Conflict("container sharing network namespace with another container or "
+                           "host cannot be connected to any other network")
+        return cid, host, info["state"] == "running"
+
+    def _refresh_network_files(self, cid: str, host: HostConfig) -> None:
+        links, _ = self.networks.links(host.links or (), self._row(cid)["name"])
+        hostname = _read_text(os.path.join(self._run_dir(cid), "hostname")) or cid[:12]
+        self._network_files(cid, host, hostname.strip(), links)
 
     # --- exec and attach ------------------------------------------------------------
 
@@ -744,7 +944,6 @@ class ContainerService:
         from dockyard.engine import ocispec
         from dockyard.engine.config import HostConfig
         from dockyard.oci import runtime as oci
-        from dockyard.runtime.container import Runtime
 
         if not command:
             raise InvalidArgument("no command specified: give one after the container")
@@ -752,7 +951,7 @@ class ContainerService:
             raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs "
                                   "to be an absolute path")
         cid = self._running(id_or_name)
-        runtime = Runtime(self.runtime_root)
+        runtime = self.runtime_of(cid)
         try:
             spec = oci.load_spec(runtime.config(cid))
         except NotFound:
@@ -778,12 +977,25 @@ class ContainerService:
             caps = ocispec.capabilities(HostConfig(privileged=True))
             process.capabilities = oci.LinuxCapabilities(bounding=caps, effective=caps,
                                                          permitted=caps)
+        row = self._row(cid)
+        exec_id = secrets.token_hex(32)
+        # Docker's action names the command as "ENTRYPOINT ARGS", a space even without
+        # arguments.
+        shown = f": {command[0]} {' '.join(command[1:])}"
+        self.events.container("exec_create" + shown, row, execID=exec_id)
+        self.events.container("exec_start" + shown, row, execID=exec_id)
         try:
-            return runtime.exec(cid, process, console_socket=console_socket, stdio=stdio,
+            code = runtime.exec(cid, process, console_socket=console_socket, stdio=stdio,
                                 detach=detach)
         except (NotFound, Conflict):
             # The container stopped meanwhile: say it as Docker does.
             raise Conflict(f"container {cid} is not running") from None
+        except DockyardError as e:
+            self.events.container("exec_die", row, execID=exec_id, exitCode=str(e.exit_code))
+            raise
+        if not detach:  # a detached process's end is seen by no one
+            self.events.container("exec_die", row, execID=exec_id, exitCode=str(code))
+        return code
 
     def attach(self, id_or_name: str) -> socket.socket:
         """A connection to a running container's monitor: its output and exit as
@@ -797,10 +1009,12 @@ class ContainerService:
         if info["paused"]:
             raise Conflict("You cannot attach to a paused container, unpause it first")
         try:
-            return monitor.attach(self.monitor_dir(cid))
+            sock = monitor.attach(self.monitor_dir(cid))
         except Conflict:
             raise Conflict("You cannot attach to a stopped container, start it first") \
                 from None
+        self.events.container("attach", info)
+        return sock
 
     def _settle(self, cid: str, timeout: float = 10.0) -> Any:
         """Wait (briefly) until the monitor recorded the final exit, and reconcile."""
@@ -830,9 +1044,24 @@ class ContainerService:
                     self._destroy(info["id"], volumes=True)
                 return None
             return info
+        state_dir = self.monitor_dir(info["id"])
+        if info["state"] in ("created", "exited") and info["pid"] and \
+                info["pid"] != os.getpid() and not pid_alive(info["pid"]):
+            # A start killed half way (``start`` marks the row with its pid): the
+            # container runs if its monitor does; else what the start took is given back.
+            changes = {"pid": 0}
+            if monitor.monitor_alive(state_dir):
+                changes = {"state": "running", "pid": self._live_pid(info["id"]),
+                           "started_at": _now()[0], "finished_at": ""}
+            else:
+                self._release(info["id"])
+            with self.db.transaction() as conn:
+                conn.execute(f"UPDATE containers SET {', '.join(f'{k} = ?' for k in changes)} "
+                             "WHERE id = ? AND pid = ?",
+                             (*changes.values(), info["id"], info["pid"]))
+            info.update(changes)
         if info["state"] != "running":
             return info
-        state_dir = self.monitor_dir(info["id"])
         status = monitor.read_exit(state_dir) if os.path.exists(state_dir) else None
         alive = monitor.monitor_alive(state_dir)
         if alive and (status is None or status.restarting):
@@ -876,13 +1105,12 @@ class ContainerService:
 
     def _release(self, cid: str) -> None:
         """Take down what a run held: the runtime's state and cgroup, the mounts, the
-        volumes' uses."""
-        from dockyard.runtime.container import Runtime
-        from dockyard.runtime.state import StateDir
-
-        if StateDir(self.runtime_root, cid).exists():
+        volumes' uses, the networks' endpoints and ports (last: a failure there must
+        not keep the mounts)."""
+        runtime = self.runtime_of(cid)
+        if runtime.exists(cid):
             with contextlib.suppress(DockyardError, OSError):
-                Runtime(self.runtime_root).delete(cid, force=True)
+                runtime.delete(cid)
         netns = self._netns(cid)
         if is_mountpoint(netns):
             with contextlib.suppress(OSError):
@@ -892,7 +1120,10 @@ class ContainerService:
         self._unmount(self._rootfs(cid))
         rows = self.db.query("SELECT config FROM containers WHERE id = ?", (cid,))
         for point in _mount_points(rows[0]["config"]) if rows else ():
-            self.volumes.release(point["Name"], cid)
+            if self.volumes.release(point["Name"], cid):
+                self.events.record("volume", "unmount", point["Name"],
+                                   {"driver": "local", "container": cid})
+        self.networks.release(cid)
 
     @staticmethod
     def _unmount(path: str) -> None:
@@ -909,7 +1140,7 @@ class ContainerService:
     def _destroy(self, cid: str, *, volumes: bool) -> None:
         """Remove everything of a container that is not running: state, files, row;
         its anonymous volumes too with ``volumes``."""
-        rows = self.db.query("SELECT config FROM containers WHERE id = ?", (cid,))
+        rows = self.db.query("SELECT * FROM containers WHERE id = ?", (cid,))
         points = _mount_points(rows[0]["config"]) if rows else []
         self._release(cid)
         with contextlib.suppress(NotFound, Conflict):
@@ -917,7 +1148,10 @@ class ContainerService:
         shutil.rmtree(self._run_dir(cid), ignore_errors=True)
         shutil.rmtree(self._data_dir(cid), ignore_errors=True)
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
+            deleted = conn.execute("DELETE FROM containers WHERE id = ?", (cid,)).rowcount
+        # Once, by whoever removed the row; an interrupted create was never announced.
+        if deleted and rows[0]["state"] != "creating":
+            self.events.container("destroy", rows[0])
         if volumes:
             self._remove_anonymous(points)
 
@@ -938,6 +1172,7 @@ class ContainerService:
                 raise Conflict(f"You cannot remove a running container {cid}. Stop the "
                                "container before attempting removal or force remove")
             self._thaw(info)
+            self.events.container("kill", info, signal=str(int(signal.SIGKILL)))
             with contextlib.suppress(Conflict):
                 monitor.stop(self.monitor_dir(cid), 0, signal.SIGKILL)
             self._settle(cid)
@@ -957,16 +1192,20 @@ class ContainerService:
         ``all`` includes those not running. ``filters``: ``id``, ``name``, ``status``,
         ``label`` (``key`` or ``key=value``), ``exited`` (a code), ``ancestor`` (an
         image name or ID), ``volume`` (a volume's name, or a mount's source or
-        destination).
+        destination), ``health`` (``starting``, ``healthy``, ``unhealthy``, or ``none``
+        for a container without a healthcheck).
         """
         filters = dict(filters or {})
         unknown = set(filters) - {"id", "name", "status", "label", "exited", "ancestor",
-                                  "volume"}
+                                  "volume", "health"}
         if unknown:
             raise InvalidArgument(f"invalid filter '{sorted(unknown)[0]}'")
         for status in filters.get("status", ()):
             if status not in _STATES:
                 raise InvalidArgument(f"invalid filter 'status={status}'")
+        for health in filters.get("health", ()):
+            if health not in ("starting", "healthy", "unhealthy", "none"):
+                raise InvalidArgument(f"Unrecognised filter value for health: {health}")
         ancestors = set()
         for ref in filters.get("ancestor", ()):
             with contextlib.suppress(NotFound, InvalidArgument):
@@ -995,6 +1234,8 @@ class ContainerService:
                 continue
             if "ancestor" in filters and info["image_id"] not in ancestors:
                 continue
+            if "health" in filters and summary["Health"] not in filters["health"]:
+                continue
             if "volume" in filters and not any(
                     wanted in (mount.get("Name"), mount["Source"], mount["Destination"])
                     for mount in summary["Mounts"] for wanted in filters["volume"]):
@@ -1010,18 +1251,27 @@ class ContainerService:
         host = json.loads(info["host_config"])
         path, args = self._command(info, config)
         state = _state_name(info)
+        health = self.health(info["id"]) if state in ("running", "paused") else None
+        health_status = str(health["Status"]) if health else "none"
+        shown = {"starting": " (health: starting)", "none": ""}.get(health_status,
+                                                                   f" ({health_status})")
         return {
             "Id": info["id"], "Names": ["/" + info["name"]], "Image": info["image"],
             "ImageID": info["image_id"],
             # As moby's container view: an argument with a space is shown in quotes.
             "Command": " ".join([path, *(f"'{a}'" if " " in a else a for a in args)]).strip(),
-            "Created": int(info["created_unix"]), "Ports": [],
+            "Created": int(info["created_unix"]),
+            "Ports": _port_summary(self.networks.ports(info["id"]) if state == "running"
+                                   else {}, config.get("ExposedPorts") or {}),
             "Labels": config.get("Labels") or {}, "State": state,
-            "Status": _status_text(info, state), "HostConfig": {
-                "NetworkMode": host.get("NetworkMode") or "none"},
+            "Status": _status_text(info, state) + shown, "HostConfig": {
+                "NetworkMode": host.get("NetworkMode") or "bridge"},
+            "NetworkSettings": {"Networks": self.networks.settings(
+                info["id"], state == "running")["Networks"]},
             "Mounts": self._all_mounts(info),
             # Not Docker's: what `ps` needs to print ages without parsing again.
             "CreatedUnix": info["created_unix"], "ExitCode": info["exit_code"],
+            "Health": health_status,
         }
 
     def _all_mounts(self, info: Mapping[str, Any]) -> builtins.list[dict[str, Any]]:
@@ -1096,6 +1346,7 @@ class ContainerService:
                 "Error": info["error"],
                 "StartedAt": info["started_at"] or ZERO_TIME,
                 "FinishedAt": info["finished_at"] or ZERO_TIME,
+                **({"Health": health} if (health := self.health(cid)) else {}),
             },
             "Image": info["image_id"],
             "ResolvConfPath": os.path.join(run_dir, "resolv.conf"),
@@ -1110,7 +1361,7 @@ class ContainerService:
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": None,
-            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no",
+            "HostConfig": {"NetworkMode": "bridge", "RestartPolicy": {"Name": "no",
                                                                     "MaximumRetryCount": 0},
                            "AutoRemove": False, "Privileged": False,
                            "ReadonlyRootfs": False, "Memory": 0, "MemorySwap": 0,
@@ -1122,15 +1373,15 @@ class ContainerService:
                             "Data": {"MergedDir": self._rootfs(cid)}},
             "Mounts": self._all_mounts(info),
             "Config": shown,
-            "NetworkSettings": {"Networks": {}, "Ports": {}, "IPAddress": "",
-                                "SandboxKey": self._netns(cid) if pid else ""},
+            "NetworkSettings": {
+                **self.networks.settings(cid, state in ("running", "paused"),
+                                         list(merged.exposed_ports or {})),
+                "SandboxKey": self._netns(cid) if pid else ""},
         }
 
     def _live_pid(self, cid: str) -> int:
-        from dockyard.runtime.state import StateDir
-
         with contextlib.suppress(DockyardError, OSError):
-            return StateDir(self.runtime_root, cid).read().pid
+            return self.runtime_of(cid).pid(cid)
         return 0
 
     def state(self, id_or_name: str) -> str:
@@ -1173,10 +1424,8 @@ class ContainerService:
         ``Processes`` (the last column may hold spaces, as ``CMD`` does)."""
         import subprocess
 
-        from dockyard.runtime.container import Runtime
-
         info = self._live(id_or_name)
-        pids = set(Runtime(self.runtime_root).pids(info["id"]))
+        pids = set(self.runtime_of(info["id"]).pids(info["id"]))
         result = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True,
                                 text=True, check=False)
         if result.returncode != 0:
@@ -1194,6 +1443,7 @@ class ContainerService:
             if int(fields[column]) in pids:
                 last = len(titles) - 1
                 processes.append([*fields[:last], " ".join(fields[last:])])
+        self.events.container("top", info)
         return {"Titles": titles, "Processes": processes}
 
     def stats(self, names: Sequence[str] = (), *, all: bool = False,
@@ -1241,10 +1491,7 @@ class ContainerService:
         return result
 
     def _cgroup(self, cid: str) -> Any:
-        from dockyard.linux import cgroups
-        from dockyard.runtime.state import StateDir
-
-        return cgroups.open_cgroup(StateDir(self.runtime_root, cid).read().cgroup_path)
+        return self.runtime_of(cid).cgroup(cid)
 
     # --- logs -----------------------------------------------------------------------
 
@@ -1475,6 +1722,21 @@ def _mounts(host: Mapping[str, Any]) -> list[dict[str, Any]]:
     return mounts
 
 
+def _port_summary(published: Mapping[str, Sequence[Mapping[str, str]]],
+                  exposed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``Ports`` of a container's summary (``docker ps``): its published ports,
+    and those exposed only."""
+    ports: list[dict[str, Any]] = []
+    for key in sorted({*published, *exposed}):
+        port, _, proto = key.partition("/")
+        for binding in published.get(key) or [{}]:
+            entry: dict[str, Any] = {"PrivatePort": int(port), "Type": proto or "tcp"}
+            if binding:
+                entry.update(IP=binding["HostIp"], PublicPort=int(binding["HostPort"]))
+            ports.append(entry)
+    return ports
+
+
 def all_labels_match(labels: Mapping[str, str], wanted: Sequence[str]) -> bool:
     """Docker's ``label`` filter: every ``key`` or ``key=value`` holds."""
     for item in wanted:
@@ -1579,13 +1841,15 @@ def _write(path: str, data: bytes) -> None:
     os.rename(tmp, path)
 
 
-def _new_netns(path: str) -> None:
+def new_netns(path: str, *, ipv6: bool = True) -> None:
     """A new network namespace with its loopback up, kept by a bind mount on ``path``.
 
     A forked child unshares its network namespace (the parent's threads, if any, are
     not in the child), brings ``lo`` up there with the SIOCSIFFLAGS ioctl and binds
     its /proc/self/ns/net on ``path``: the child shares our mount namespace, so the
-    bind is ours, and it keeps the namespace alive after the child exits.
+    bind is ours, and it keeps the namespace alive after the child exits. Without
+    ``ipv6``, the interfaces made there later have IPv6 off (as Docker's on a network
+    without IPv6: no link-local address, no router solicitations); ``lo`` keeps ::1.
     """
     with open(path, "a"):
         pass
@@ -1600,6 +1864,11 @@ def _new_netns(path: str) -> None:
                 flags = _IFREQ.unpack(fcntl.ioctl(s, _SIOCGIFFLAGS,
                                                   _IFREQ.pack(b"lo", 0)))[1]
                 fcntl.ioctl(s, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
+            if not ipv6:
+                # /proc/sys/net is the namespace of the task that opens it: ours now.
+                with contextlib.suppress(FileNotFoundError), \
+                        open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
+                    f.write("1")
             sc.mount("/proc/self/ns/net", path, None, sc.MS_BIND)
             code = 0
         except BaseException as e:

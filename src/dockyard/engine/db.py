@@ -66,6 +66,46 @@ Schema version 3 adds::
         created          RFC 3339, in seconds (Docker's CreatedAt)
     volume_refs(volume, ref)                     who has the volume mounted (a container
                                                  ID): the last to release it unmounts it
+
+Schema version 4 adds networking::
+
+    networks(id PK, name UNIQUE, driver, bridge, ipam, internal, ipv6, options, labels,
+             created)
+        id               64 hex digits
+        driver           "bridge", or "host" and "null" for the networks "host" and
+                         "none" (recorded, as the network "bridge", on first use)
+        bridge           the Linux bridge's name ("" for host and none)
+        ipam             JSON list of {"Subnet", "Gateway", "IPRange", "Auto"}: the
+                         IPv4 one first, then the IPv6 one with ``ipv6``; "Auto" when
+                         dockyard chose the subnet (it may choose again while the
+                         network has no bridge, if the host took it meanwhile)
+        internal, ipv6   0 or 1
+        options, labels  JSON objects of strings, as given
+        created          RFC 3339 (nanoseconds)
+    endpoints(container_id, network_id, ip, ipv6, mac, aliases, requested_ip,
+              requested_ipv6, requested_mac, host_ifname, ifname, active,
+              position)
+        container_id     the container (removed with it); network_id the network
+        ip, ipv6         the address it had on its last start, kept for the next start
+                         unless someone took it meanwhile ("" when never started)
+        aliases          JSON list: --network-alias and connect --alias
+        requested_*      --ip, --ip6, --mac-address: "" when not asked
+        host_ifname      the host end of its veth pair; ifname its end in the container
+        position         the order it was connected in (the first is the primary)
+        active           1 while its veth is plumbed (its addresses are then taken)
+    port_mappings(container_id, proto, host_ip, host_port, container_port)
+                         the host ports a running container's ports are published on,
+                         free ones already chosen; removed at the end of the run
+
+Schema version 5 adds the build cache::
+
+    build_cache(key PK, image_id, parent_id, created)
+        key              sha256 of a build step: the steps before it, its instruction
+                         as expanded, the build args it sees, its sources' checksum
+        image_id         the image the step made (an untagged image is intermediate,
+                         hidden by ``images`` without ``-a``, when it is a parent_id)
+        parent_id        the image stored before it in its stage ("" for scratch)
+        created          unix time
 """
 
 from __future__ import annotations
@@ -179,6 +219,56 @@ MIGRATIONS: tuple[str, ...] = (
         ref TEXT NOT NULL,
         PRIMARY KEY (volume, ref)
     )
+    """,
+    # 3 -> 4: networks, the containers' endpoints on them, published ports.
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        bridge TEXT NOT NULL,
+        ipam TEXT NOT NULL,
+        internal INTEGER NOT NULL DEFAULT 0,
+        ipv6 INTEGER NOT NULL DEFAULT 0,
+        options TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        ip TEXT NOT NULL DEFAULT '',
+        ipv6 TEXT NOT NULL DEFAULT '',
+        mac TEXT NOT NULL DEFAULT '',
+        aliases TEXT NOT NULL DEFAULT '[]',
+        requested_ip TEXT NOT NULL DEFAULT '',
+        requested_ipv6 TEXT NOT NULL DEFAULT '',
+        requested_mac TEXT NOT NULL DEFAULT '',
+        host_ifname TEXT NOT NULL DEFAULT '',
+        ifname TEXT NOT NULL DEFAULT '',
+        active INTEGER NOT NULL DEFAULT 0,
+        position INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (container_id, network_id)
+    );
+    CREATE INDEX endpoints_by_network ON endpoints(network_id);
+    CREATE TABLE port_mappings (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        proto TEXT NOT NULL,
+        host_ip TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        container_port INTEGER NOT NULL,
+        PRIMARY KEY (proto, host_ip, host_port)
+    )
+    """,
+    # 4 -> 5: the build cache.
+    """
+    CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        parent_id TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX build_cache_by_parent ON build_cache(parent_id)
     """,
 )
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 from dockyard.engine.db import Database
+from dockyard.engine.events import EventLog
 from dockyard.engine.progress import Event, Progress, Status, short_id
 from dockyard.errors import (
     Conflict,
@@ -280,6 +281,7 @@ class ImageService:
                                              storage_driver)
         self.registries = registries or RegistryOptions()
         self.in_use = in_use or (lambda image_id: False)
+        self.events = EventLog(self.root)
 
     # --- pull -----------------------------------------------------------------------------
 
@@ -336,6 +338,7 @@ class ImageService:
                 document.config.digest, chains, names,
                 (references.registry_host(reference.domain), repo)))
         report(Event(str(reference), Status.DIGEST, detail=top.digest))
+        self.events.image("pull", reference.familiar(), reference.familiar())
         return info
 
     def _fetch_bytes(self, client: Any, repo: str, desc: Descriptor, lease: _Lease) -> bytes:
@@ -677,6 +680,8 @@ class ImageService:
                 tags.append(name)
             chosen[image_id] = (descriptor, tags)
         save_docker_archive(self.content, list(chosen.values()), out)
+        for image_id in chosen:
+            self.events.image("save", image_id, image_id)
 
     def load(self, stream: BinaryIO) -> builtins.list[str]:
         """Load every image of a docker-archive or OCI-layout tarball (``docker load``);
@@ -691,6 +696,7 @@ class ImageService:
                 config_data = f.read()
             info = self.add_image(manifest_data, config_data, loaded.tags,
                                   media_type=loaded.manifest.media_type)
+            self.events.image("load", info.id, info.id)
             lines += [f"Loaded image: {_familiar(tag)}" for tag in loaded.tags] or \
                 [f"Loaded image ID: {info.id}"]
         return lines
@@ -702,7 +708,9 @@ class ImageService:
 
         descriptor, config_digest = import_rootfs(self.content, stream, changes=changes,
                                                   message=message)
-        return self._add_stored(descriptor.digest, config_digest, [ref] if ref else [])
+        info = self._add_stored(descriptor.digest, config_digest, [ref] if ref else [])
+        self.events.image("import", info.id, info.id)
+        return info
 
     def bootstrap(self, name: str) -> ImageInfo:
         """Build a base image without a registry: ``busybox`` from the busybox-static
@@ -776,6 +784,7 @@ class ImageService:
             self._set_tag(conn, f"{reference.name}@{digest}", rows[0]["image_id"],
                           manifest_digest, time.time())
         report(Event(str(reference), Status.DIGEST, detail=digest))
+        self.events.image("push", reference.familiar(), reference.familiar())
         return digest
 
     def _push_blob(self, client: Any, registry: str, repo: str, desc: Descriptor,
@@ -840,6 +849,7 @@ class ImageService:
             row = conn.execute("SELECT manifest_digest FROM images WHERE id = ?",
                                (image_id,)).fetchone()
             self._set_tag(conn, _name_of(reference), image_id, row[0], time.time())
+        self.events.image("tag", image_id, reference.familiar())
 
     def _names(self, image_id: str) -> tuple[list[str], list[str]]:
         """The repo tags and repo digests of an image, in full form."""
@@ -862,6 +872,7 @@ class ImageService:
             # Other tags keep the image: only this name goes.
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM tags WHERE name = ?", (name,))
+            self.events.image("untag", image_id, image_id)
             return [f"Untagged: {_familiar(name)}"]
         if not force and name is None and len(tags) > 1:
             raise Conflict(f"conflict: unable to delete {short_id(image_id)} (must be forced) "
@@ -877,6 +888,9 @@ class ImageService:
         tags, digests = self._names(image_id)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        for _ in tags + digests:
+            self.events.image("untag", image_id, image_id)
+        self.events.image("delete", image_id, image_id)
         return [f"Untagged: {_familiar(n)}" for n in tags + digests] + [f"Deleted: {image_id}"]
 
     def prune(self, *, all: bool = False) -> tuple[list[str], int]:
@@ -1043,8 +1057,8 @@ class ImageService:
 
         ``filters``: ``dangling`` (true|false), ``reference`` (a glob on the name, with
         or without tag), ``label`` (``key`` or ``key=value``), ``before`` / ``since``
-        (an image). ``all`` also lists intermediate images, which only a builder makes;
-        until there is one it changes nothing.
+        (an image). ``all`` also lists the intermediate images of builds (the parents
+        of the build cache's steps), which are hidden otherwise unless tagged.
         """
         filters = filters or {}
         unknown = set(filters) - _FILTERS
@@ -1056,9 +1070,13 @@ class ImageService:
             raise InvalidArgument("invalid filter 'dangling': use true or false")
         bounds = {key: _timestamp(self._image_row(self.resolve(v[-1]))["created"])
                   for key in ("before", "since") if (v := filters.get(key))}
+        hidden = set() if all else {
+            r[0] for r in self.db.query("SELECT DISTINCT parent_id FROM build_cache")}
         result = []
         for row in self.db.query("SELECT * FROM images"):
             tags, digests = self._names(row["id"])
+            if not tags and row["id"] in hidden:
+                continue
             created = _timestamp(row["created"])
             labels = (self._raw_config(row["id"]).get("config") or {}).get("Labels") or {}
             if dangling and (not tags) != bool(dangling & {"true", "1"}):

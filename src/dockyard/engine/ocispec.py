@@ -37,7 +37,7 @@ import os
 import posixpath
 import resource
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
 from dockyard.engine.config import (
@@ -49,8 +49,9 @@ from dockyard.engine.config import (
     parse_bind,
 )
 from dockyard.errors import InvalidArgument
+from dockyard.linux import capabilities as linux_caps
 from dockyard.linux import syscalls as sc
-from dockyard.oci.image import ImageConfig
+from dockyard.oci.image import HealthConfig, ImageConfig
 from dockyard.oci.runtime import (
     CAPABILITIES,
     RLIMIT_TYPES,
@@ -104,6 +105,9 @@ DEFAULT_SHM_SIZE = 64 << 20
 DEFAULT_NOFILE = 1 << 20
 #: Where ``--init``'s binary is bound in the container, as Docker does.
 INIT_PATH = "/sbin/docker-init"
+#: The host binaries ``--init`` binds at INIT_PATH, the first found on the PATH: Docker's
+#: own, then Debian's static tini (static, so that it runs in any image).
+INIT_BINARIES = ("docker-init", "tini-static")
 #: The image-spec's key for the signal that stops the container (read by the monitor).
 STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
 #: Seconds the monitor waits after the stop signal before SIGKILL, when the user set it.
@@ -163,7 +167,7 @@ def merge_image_config(config: ContainerConfig, image: ImageConfig | None) -> Co
     merged.exposed_ports = ports or None
     merged.volumes = {**(defaults.volumes or {}), **(config.volumes or {})} or None
     merged.labels = {**(defaults.labels or {}), **(config.labels or {})} or None
-    merged.healthcheck = config.healthcheck or defaults.healthcheck
+    merged.healthcheck = _merge_healthcheck(config.healthcheck, defaults.healthcheck)
     merged.shell = config.shell or defaults.shell
     # Docker keeps the user's variables first, then the image's it does not override.
     user_env = config.env or []
@@ -177,6 +181,15 @@ def merge_image_config(config: ContainerConfig, image: ImageConfig | None) -> Co
         if config.entrypoint is None:
             merged.entrypoint = defaults.entrypoint
     return merged
+
+
+def _merge_healthcheck(mine: HealthConfig | None, image: HealthConfig | None
+                       ) -> HealthConfig | None:
+    """moby's merge: each of the user's members that is unset (or 0) is the image's."""
+    if mine is None or image is None:
+        return mine or image
+    return HealthConfig(**{name: getattr(mine, name) or getattr(image, name)
+                           for name in HealthConfig.__struct_fields__})
 
 
 def command(config: ContainerConfig) -> list[str]:
@@ -320,16 +333,36 @@ def capabilities(host: HostConfig) -> list[str]:
     """The bounding set: Docker's defaults with ``CapDrop`` removed, then ``CapAdd``.
 
     ``--cap-add ALL`` is every capability but the dropped ones; ``--cap-drop ALL`` is
-    only the added ones; ``Privileged`` is every capability.
+    only the added ones; ``Privileged`` is every capability. "Every" is every one the
+    engine's own bounding set holds, as podman grants it: no process can give a
+    capability it lacks (a root confined without CAP_SYS_RESOURCE would otherwise fail
+    every privileged create).
     """
     if host.privileged:
-        return list(CAPABILITIES)
+        return held_capabilities()
     drop = [normalize_capability(name) for name in host.cap_drop or ()]
     add = [normalize_capability(name) for name in host.cap_add or ()]
     if ALL_CAPABILITIES in add:
-        return [cap for cap in CAPABILITIES if cap not in drop]
+        return [cap for cap in held_capabilities() if cap not in drop]
     base = [] if ALL_CAPABILITIES in drop else [c for c in DEFAULT_CAPABILITIES if c not in drop]
     return list(dict.fromkeys([*base, *(cap for cap in add if cap != ALL_CAPABILITIES)]))
+
+
+def find_init() -> str | None:
+    """The host path of the binary ``--init`` runs (see INIT_BINARIES), if there is one."""
+    import shutil
+
+    for name in INIT_BINARIES:
+        if path := shutil.which(name):
+            return os.path.realpath(path)
+    return None
+
+
+def held_capabilities() -> list[str]:
+    """The capabilities of the calling process's bounding set, in the OCI order."""
+    bounding = linux_caps.current()["CapBnd"]
+    return [cap for cap in CAPABILITIES
+            if cap in linux_caps.NUMBERS and bounding >> linux_caps.NUMBERS[cap] & 1]
 
 
 class _Security(NamedTuple):
@@ -473,14 +506,16 @@ def _user_mounts(host: HostConfig, volumes: Sequence[Volume]) -> list[Mount]:
 
 
 def volume_requests(config: ContainerConfig, host: HostConfig,
-                    image: ImageConfig | None = None) -> list[VolumeRequest]:
+                    image: ImageConfig | None = None,
+                    inherited: Collection[str] = ()) -> list[VolumeRequest]:
     """The named and anonymous volumes the caller must resolve before ``render``.
 
     They are ``Binds`` naming a volume, ``Mounts`` of type ``volume`` and the
-    ``Volumes`` of the config and the image, less the targets another mount covers.
+    ``Volumes`` of the config and the image, less the targets another mount covers
+    (``inherited``: those of ``--volumes-from``, which the caller resolves).
     """
     requests: dict[str, VolumeRequest] = {}
-    covered: set[str] = set()
+    covered: set[str] = set(inherited)
     for raw in host.binds or ():
         spec = parse_bind(raw)
         if spec.type == "volume":
@@ -717,9 +752,8 @@ def render(
     args = command(merged)
     if host.init:
         if init_path is None:
-            raise InvalidArgument(
-                "--init is not supported yet: no init binary (tini, docker-init) is configured"
-            )
+            raise InvalidArgument("--init needs an init binary on the PATH: install tini "
+                                  "(" + " or ".join(INIT_BINARIES) + ")")
         args = [INIT_PATH, "--", *args]
     cwd = merged.working_dir or "/"
     if not cwd.startswith("/"):

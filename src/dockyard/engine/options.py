@@ -34,10 +34,14 @@ from dockyard.engine.config import (
     ContainerConfig,
     DeviceMapping,
     Driver,
+    EndpointIPAMConfig,
+    EndpointSettings,
     HealthConfig,
     HostConfig,
     LogConfig,
     Mount,
+    NetworkingConfig,
+    PortBinding,
     RestartPolicy,
     TmpfsOptions,
     Ulimit,
@@ -50,6 +54,7 @@ from dockyard.errors import InvalidArgument
 __all__ = [
     "RunFlags",
     "check_restart_policy",
+    "networking_config",
     "parse_add_host",
     "parse_cpus",
     "parse_device",
@@ -130,6 +135,13 @@ class RunFlags:
     dns: list[str] = field(default_factory=list)
     dns_option: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    network_alias: list[str] = field(default_factory=list)
+    ip: str | None = None
+    ip6: str | None = None
+    mac_address: str | None = None
+    link: list[str] = field(default_factory=list)
     ipc: str | None = None
     pid: str | None = None
     uts: str | None = None
@@ -636,6 +648,9 @@ def to_config(flags: RunFlags) -> tuple[ContainerConfig, HostConfig]:
         ulimits[ulimit.name] = ulimit  # a later --ulimit of the same name wins
 
     entrypoint = None if flags.entrypoint is None else [flags.entrypoint]
+    port_bindings = _port_bindings(flags.publish)
+    exposed = {_port_key(port): {} for port in flags.expose}
+    exposed.update({key: {} for key in port_bindings})
     config = ContainerConfig(
         hostname=flags.hostname or None,
         domainname=flags.domainname or None,
@@ -651,7 +666,7 @@ def to_config(flags: RunFlags) -> tuple[ContainerConfig, HostConfig]:
         volumes=volumes or None,
         working_dir=flags.workdir or None,
         entrypoint=entrypoint,
-        exposed_ports={_port_key(port): {} for port in flags.expose} or None,
+        exposed_ports=exposed or None,
         labels=_labels(labels) or None,
         stop_signal=flags.stop_signal or None,
         stop_timeout=flags.stop_timeout,
@@ -662,6 +677,9 @@ def to_config(flags: RunFlags) -> tuple[ContainerConfig, HostConfig]:
         if flags.log_driver or flags.log_opt
         else None,
         network_mode=flags.network or None,
+        port_bindings=port_bindings or None,
+        publish_all_ports=flags.publish_all or None,
+        links=[_link(value) for value in flags.link] or None,
         restart_policy=restart,
         auto_remove=flags.rm or None,
         volume_driver=flags.volume_driver or None,
@@ -709,6 +727,54 @@ def to_config(flags: RunFlags) -> tuple[ContainerConfig, HostConfig]:
         ulimits=list(ulimits.values()) or None,
     )
     return config, host
+
+
+def networking_config(flags: RunFlags) -> NetworkingConfig | None:
+    """The ``NetworkingConfig`` the docker CLI sends for ``--network-alias``, ``--ip``,
+    ``--ip6`` and ``--mac-address``: settings of the container's network."""
+    for value, what in ((flags.ip, "IPv4"), (flags.ip6, "IPv6")):
+        if value is not None:
+            try:
+                address = ipaddress.ip_address(value)
+            except ValueError:
+                address = None
+            if address is None or f"IPv{address.version}" != what:
+                raise InvalidArgument(f"invalid {what} address: {value}")
+    if flags.mac_address is not None and not re.fullmatch(
+            r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", flags.mac_address):
+        raise InvalidArgument(f"{flags.mac_address} is not a valid mac address")
+    if not (flags.network_alias or flags.ip or flags.ip6 or flags.mac_address):
+        return None
+    addresses = EndpointIPAMConfig(ipv4_address=flags.ip or None,
+                                   ipv6_address=flags.ip6 or None)
+    settings = EndpointSettings(
+        ipam_config=addresses if flags.ip or flags.ip6 else None,
+        aliases=list(flags.network_alias) or None, mac_address=flags.mac_address or None)
+    return NetworkingConfig(endpoints_config={flags.network or "default": settings})
+
+
+def _port_bindings(values: Iterable[str]) -> dict[str, list[PortBinding]]:
+    """``-p`` values as ``HostConfig.PortBindings``."""
+    from dockyard.network.ports import parse_publish
+
+    bindings: dict[str, list[PortBinding]] = {}
+    for value in values:
+        for binding in _for_flag(parse_publish, value, "-p, --publish"):
+            host_port = str(binding.host_port or "")
+            if binding.host_port_end:
+                host_port += f"-{binding.host_port_end}"
+            bindings.setdefault(f"{binding.container_port}/{binding.proto}", []).append(
+                PortBinding(host_ip=binding.host_ip, host_port=host_port))
+    return bindings
+
+
+def _link(value: str) -> str:
+    """``--link NAME[:ALIAS]`` as ``HostConfig.Links`` keeps it (the alias defaults to
+    the name)."""
+    name, _, alias = value.partition(":")
+    if not name:
+        raise InvalidArgument(f"invalid link format: {value}")
+    return f"{name.removeprefix('/')}:{alias or name.removeprefix('/')}"
 
 
 def _tmpfs_entry(value: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dockyard.engine.db import Database
+from dockyard.engine.events import EventLog
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.volumes import ANONYMOUS_LABEL, anonymous_name, check_name, copy_up
 from dockyard.volumes.local import NAME as LOCAL
@@ -50,6 +51,7 @@ class VolumeService:
         self.db = Database(self.root)
         self.driver = LocalDriver(os.path.join(self.root, "volumes"))
         self.in_use = in_use or (lambda name: [])
+        self.events = EventLog(self.root)
 
     # --- create and look up ----------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class VolumeService:
             conn.execute("INSERT INTO volumes VALUES (?, ?, ?, ?, ?)",
                          (name, driver, json.dumps(options), json.dumps(labels),
                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+        self.events.record("volume", "create", name, {"driver": driver})
         return self.inspect(name)
 
     def _row(self, name: str) -> sqlite3.Row:
@@ -145,6 +148,7 @@ class VolumeService:
             # is empty, not a directory that a new volume of the same name would adopt.
             self.driver.remove(name)
             conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
+        self.events.record("volume", "destroy", name, {"driver": LOCAL})
         # Outside the transaction: deleting a large volume must not hold up others.
         self.driver.sweep()
 
@@ -189,17 +193,20 @@ class VolumeService:
             conn.execute("INSERT OR IGNORE INTO volume_refs VALUES (?, ?)", (name, ref))
         return path
 
-    def release(self, name: str, ref: str) -> None:
+    def release(self, name: str, ref: str) -> bool:
         """``ref`` no longer uses the volume; the last user's release unmounts it.
+        Returns whether ``ref`` was using it.
 
         Releasing what was not mounted, or a volume removed since, is no error, so a
         cleanup after a crash can release everything it may have mounted.
         """
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM volume_refs WHERE volume = ? AND ref = ?", (name, ref))
+            held = conn.execute("DELETE FROM volume_refs WHERE volume = ? AND ref = ?",
+                                (name, ref)).rowcount > 0
             if conn.execute("SELECT 1 FROM volume_refs WHERE volume = ?",
                             (name,)).fetchone() is None:
                 self.driver.unmount(name)
+        return held
 
     def populate(self, name: str, rootfs: str, target: str) -> bool:
         """Docker's copy-up: copy the image's content at ``target`` (a path inside the

@@ -1,7 +1,9 @@
 """The per-container monitor: the process a container runs under, like podman's conmon.
 
 ``start_monitor`` forks (no new interpreter: the runtime is already in memory) a
-daemon that creates and starts the container through ``Runtime``, stays its parent,
+daemon that creates and starts the container through its OCI runtime (dockyard's own
+in process, or crun or runc through their command line: ``oci_runtime``), stays its
+parent (a child subreaper, it adopts the init once the runtime's create exited),
 writes its output to the log, serves attach clients, records its exit and applies the
 restart policy. It outlives the CLI and ``dockyard serve``, so that they can exit,
 crash or be upgraded without touching running containers.
@@ -11,11 +13,11 @@ crash or be upgraded without touching running containers.
      forking: M must not     fork ------------> gc.freeze; fds 0-2 =
      be adopted by it]       exit               /dev/null, others closed;
     fork (above)                                subreaper; monitor.pid
-    reap intermediate                           fork ---------------------> close fds;
-                                                listen on attach.sock       poll(pidfd of M,
-                                                Runtime.create(stdio =           pipe from M)
+    reap intermediate                           fork ---------------------> stdin = pipe
+                                                listen on attach.sock       from M; exec sh:
+                                                runtime create (stdio =     read the pipe
                                                   pipes or a pty): S -> I
-                                                Runtime.start
+                                                runtime start
              <--------- "ok PID" on the report pipe
     (start_monitor returns)                     poll loop: output -> log and
                                                 clients; clients -> stdin;
@@ -25,13 +27,16 @@ crash or be upgraded without touching running containers.
                                                 exit
 
 If M dies without saying "done" (kill -9, a bug), W kills every process of the
-container's cgroup: a container never runs on without its monitor, since nothing would
-log its output or record its exit. What remains (the runtime's state and an empty
-cgroup) is what a ``Runtime.delete(force=True)`` from the engine's reconcile removes;
-the engine reports the container as exited (no ``exit.json``, no live monitor). conmon
-instead leaves the container running; we choose one tiny process more for no orphan.
-W watches M through a pidfd, not the pipe alone: the container's init holds a copy of
-the pipe (close-on-exec) until its execve, and must not keep W blind meanwhile.
+container's cgroup (it execs the runtime's ``kill --all ID KILL``): a container never
+runs on without its monitor, since nothing would log its output or record its exit.
+What remains (the runtime's state and an empty cgroup) is what the runtime's delete
+from the engine's reconcile removes; the engine reports the container as exited (no
+``exit.json``, no live monitor). conmon instead leaves the container running; we choose
+one tiny process more for no orphan. W is ``/bin/sh`` blocked in ``read`` on the pipe
+(~1 MiB, not a second forked interpreter): M's death is the pipe's end of file. A
+container's init forked by M holds a copy of the pipe (close-on-exec) until its
+execve, so W learns of a death of M between a create and its start only when the init
+execs or dies; the engine's reconcile deletes such a created container anyway.
 
 Files in the monitor's state directory (the engine's "exit dir" for the container):
 
@@ -39,6 +44,9 @@ Files in the monitor's state directory (the engine's "exit dir" for the containe
                   of /proc/PID/stat), so that a reused pid is not taken for M
     attach.sock   the attach socket (below)
     exit.json     written (atomically) at each exit of the container, see ExitStatus
+    health.json   with a healthcheck: Docker's State.Health (Status starting, healthy
+                  or unhealthy; FailingStreak; Log: the last 5 probes' Start, End,
+                  ExitCode and Output), written (atomically) after each probe
     monitor.log   only if M failed after it started: its traceback
 
 Attach protocol, on ``attach.sock`` (SOCK_STREAM; any number of clients). Both ways,
@@ -90,20 +98,23 @@ import termios
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import NoReturn
+from dataclasses import asdict, dataclass, field
+from typing import Any, NoReturn
 
 from dockyard import errors
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, SystemFailure
 from dockyard.linux import cgroups
 from dockyard.linux import syscalls as sc
-from dockyard.runtime.container import Runtime, Stdio
+from dockyard.runtime import eventlog
+from dockyard.runtime.container import Stdio
 from dockyard.runtime.logfile import DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, JsonFileLog, rfc3339nano
-from dockyard.runtime.state import StateDir, proc_start_time
+from dockyard.runtime.oci_runtime import BUILTIN, open_runtime
+from dockyard.runtime.state import proc_start_time
 from dockyard.runtime.terminal import Terminal
 
 PID_FILE = "monitor.pid"
 EXIT_FILE = "exit.json"
+HEALTH_FILE = "health.json"
 ATTACH_SOCKET = "attach.sock"
 ERROR_FILE = "monitor.log"
 
@@ -117,6 +128,9 @@ _PR_GET_CHILD_SUBREAPER = 37
 _RESTART_FIRST_DELAY = 0.1
 _RESTART_MAX_DELAY = 60.0
 _RESTART_RESET_AFTER = 10.0
+# Docker's: the results a health log keeps, and the bytes of a probe's output kept.
+_HEALTH_LOG_ENTRIES = 5
+_HEALTH_OUTPUT_MAX = 4096
 
 
 class Frame(enum.IntEnum):
@@ -164,14 +178,47 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class HealthSpec:
+    """Docker's healthcheck as the monitor runs it; times in seconds.
+
+    ``test`` is the command run in the container, as ``exec`` runs one (``CMD-SHELL``
+    is ``/bin/sh -c``, turned so by the engine). A probe passes with status 0 and fails
+    otherwise or after ``timeout``; ``retries`` failures in a row make the container
+    unhealthy, except failures within ``start_period`` of its start while it never
+    passed; during that period probes come every ``start_interval``.
+    """
+
+    test: tuple[str, ...]
+    interval: float = 30.0
+    timeout: float = 30.0
+    start_period: float = 0.0
+    start_interval: float = 5.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.test or min(self.interval, self.timeout, self.start_interval) <= 0 \
+                or self.start_period < 0 or self.retries < 1:
+            raise InvalidArgument("a healthcheck needs a command, positive interval, "
+                                  "timeout and start interval, and retries >= 1")
+
+
+@dataclass(frozen=True)
 class MonitorSpec:
-    """Everything a monitor needs to run one container."""
+    """Everything a monitor needs to run one container.
+
+    ``runtime`` names the OCI runtime (``oci_runtime.open_runtime``) whose state is in
+    ``runtime_root``. ``events_path`` is the event log (``eventlog``) where the monitor
+    records what only it sees (``die``, ``oom``, ``health_status: ...``, and ``start``
+    for a restart by the policy, as dockerd does), each with ``event_attributes``
+    (the image, the name, the labels).
+    """
 
     container_id: str
     bundle: str
     runtime_root: str
     state_dir: str
     log_path: str
+    runtime: str = BUILTIN
     max_size: int = DEFAULT_MAX_SIZE
     max_files: int = DEFAULT_MAX_FILES
     terminal: bool = False  # must match the bundle's process.terminal
@@ -179,6 +226,12 @@ class MonitorSpec:
     restart: RestartPolicy = RestartPolicy()
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
+    healthcheck: HealthSpec | None = None
+    # Keep what the container writes until the first attach client comes, and give it
+    # to that client first (up to MAX_BUFFER): ``run -it`` attaches after the start.
+    hold_output: bool = False
+    events_path: str | None = None
+    event_attributes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_size <= 0 or self.max_files < 1:
@@ -287,6 +340,17 @@ def start_monitor(spec: MonitorSpec) -> MonitorHandle:
         raise error(text)
     raise SystemFailure(f"the monitor of {spec.container_id!r} exited before it started "
                         "the container")
+
+
+def read_health(state_dir: str) -> dict[str, object] | None:
+    """The container's health as the monitor last wrote it, in the shape of Docker's
+    ``State.Health`` (Status, FailingStreak, Log); None without a healthcheck."""
+    try:
+        with open(os.path.join(state_dir, HEALTH_FILE), "rb") as f:
+            health = json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    return health if isinstance(health, dict) else None
 
 
 def read_exit(state_dir: str) -> ExitStatus | None:
@@ -477,42 +541,91 @@ def _close_all_but(*keep: int) -> None:
     sc.close_range(first)
 
 
+# W's program: "done" from M, or the end of the pipe (M died): kill the container then.
+_WATCHDOG = 'read -r word; [ "$word" = done ] || exec "$@" >/dev/null 2>&1'
+
+
 def _start_watchdog(spec: MonitorSpec) -> int:
-    """Fork W (see the module docstring); returns the pipe on which M says "done"."""
-    monitor = os.getpid()
-    r, w = os.pipe()
+    """Start W (see the module docstring); returns the pipe on which M says "done"."""
+    argv = ["dy-watchdog", "-c", _WATCHDOG, "dy-watchdog",
+            *open_runtime(spec.runtime, spec.runtime_root).kill_all_argv(spec.container_id)]
+    r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid != 0:
         os.close(r)
         return w
     try:
-        os.close(w)
-        pidfd = os.pidfd_open(monitor)
-        _close_all_but(r, pidfd)
-        sc.set_name("dy-watchdog")
-        if os.getppid() == monitor:  # else M died before the pidfd was open
-            poller = select.poll()
-            poller.register(r, select.POLLIN)
-            poller.register(pidfd, select.POLLIN)
-            poller.poll()
-        os.set_blocking(r, False)
-        with contextlib.suppress(BlockingIOError):
-            if os.read(r, 4) == b"done":
-                os._exit(0)
-        with contextlib.suppress(DockyardError, OSError):
-            Runtime(spec.runtime_root).kill(spec.container_id, signal.SIGKILL, all=True)
+        os.dup2(r, 0)  # not close-on-exec: sh's stdin
+        os.execv("/bin/sh", argv)
     finally:
-        os._exit(0)
+        os._exit(127)
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go prints one (``30s``, ``1.5s``, ``200ms``), for Docker's messages."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    minutes, rest = divmod(seconds, 60)
+    return (f"{int(minutes)}m" if minutes else "") + f"{rest:g}s"
+
+
+_MADV_DONTNEED = 4
 
 
 def _return_free_memory() -> None:
-    """Give the kernel back the heap pages the caller and the create freed (~1.5 MiB).
+    """Give the kernel back the heap pages the caller and the create freed (~1.5 MiB),
+    and drop the file pages M inherited but does not use (~3 MiB of RSS).
 
     glibc keeps freed memory for later mallocs; M idles from now on and needs little.
+    The caller (a CLI) had its libraries' code and data paged in, and the fork mapped
+    it all in M too. A private file mapping without an anonymous page (one never
+    written to: code, read-only data) holds nothing but the file's content, so
+    ``MADV_DONTNEED`` loses nothing: the pages M touches again fault back in from the
+    page cache, and the rest leaves M's resident set.
     """
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    libc = ctypes.CDLL(None)
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
     if trim is not None:
         trim(0)
+    madvise = libc.madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    for start, end in _clean_file_mappings():
+        madvise(start, end - start, _MADV_DONTNEED)  # best effort: a failure costs RSS
+
+
+def _clean_file_mappings() -> list[tuple[int, int]]:
+    """The address ranges of M's file mappings that hold no anonymous page."""
+    found: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    with open("/proc/self/smaps", "rb") as smaps:
+        for line in smaps:
+            if line[:1] in b"0123456789abcdef" and b"-" in line.split(b" ", 1)[0]:
+                fields = line.split()
+                # A file mapping has a path; [heap], [stack], [vdso]... are the kernel's.
+                path = fields[5] if len(fields) > 5 else b""
+                if path.startswith(b"/"):
+                    low, high = fields[0].split(b"-")
+                    current = (int(low, 16), int(high, 16))
+                else:
+                    current = None
+            elif current is not None and line.startswith(b"Anonymous:"):
+                if int(line.split()[1]) == 0:
+                    found.append(current)
+                current = None
+    return found
+
+
+class _Probe:
+    """A healthcheck probe that runs: its process, the pipe of its output."""
+
+    __slots__ = ("deadline", "fd", "output", "pid", "started_ns")
+
+    def __init__(self, pid: int, fd: int, started_ns: int, deadline: float) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.started_ns = started_ns
+        self.deadline = deadline
+        self.output = b""
 
 
 class _Client:
@@ -533,7 +646,7 @@ class _Monitor:
         self.spec = spec
         self.report = report
         self.reported = False
-        self.rt = Runtime(spec.runtime_root)
+        self.rt = open_runtime(spec.runtime, spec.runtime_root)
         self.poller = select.poll()
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.clients: dict[int, _Client] = {}
@@ -555,6 +668,13 @@ class _Monitor:
         self.last: ExitStatus | None = None
         self.done = False
         self.log = JsonFileLog(spec.log_path, spec.max_size, spec.max_files)
+        self.held: bytes | None = b"" if spec.hold_output else None  # frames
+        # The past probes of an earlier run are kept, as dockerd keeps them.
+        self.health: dict[str, Any] = {"Status": "starting", "FailingStreak": 0, "Log": [],
+                                       **(read_health(spec.state_dir) or {})}
+        self.health_at: float | None = None  # when the next probe runs
+        self.probe: _Probe | None = None
+        self.probe_process: Any = None
 
     # -- setup and the loop ------------------------------------------------------------
 
@@ -585,12 +705,15 @@ class _Monitor:
             self._poll_once()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spec.state_dir, ATTACH_SOCKET))
+        self._answer_late_clients(listener)
         self.log.close()
-        os.write(watchdog, b"done")
+        os.write(watchdog, b"done\n")
         return 0
 
     def _poll_once(self) -> None:
-        deadlines = [t for t in (self.kill_at, self.restart_at) if t is not None]
+        probe_deadline = self.probe.deadline if self.probe is not None else None
+        deadlines = [t for t in (self.kill_at, self.restart_at, self.health_at,
+                                 probe_deadline) if t is not None]
         timeout = None
         if deadlines:
             timeout = max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
@@ -606,6 +729,11 @@ class _Monitor:
         if self.restart_at is not None and now >= self.restart_at:
             self.restart_at = None
             self._restart()
+        if self.probe is not None and now >= self.probe.deadline:
+            self._probe_timed_out()
+        if self.health_at is not None and now >= self.health_at:
+            self.health_at = None
+            self._start_probe()
 
     def _watch(self, fd: int, events: int, handler: Callable[[int], None]) -> None:
         self.poller.register(fd, events)
@@ -626,17 +754,21 @@ class _Monitor:
             created = True
             if self.terminal is not None:
                 self._take_terminal(self.terminal)
-            record = StateDir(spec.runtime_root, spec.container_id).read()
-            self.cgroup = cgroups.open_cgroup(record.cgroup_path)
+            self.cgroup = self.rt.cgroup(spec.container_id)
             self.oom_before = self.cgroup.oom_kill_count()
             self.started_ns = time.time_ns()
             self.started_mono = time.monotonic()
             self.rt.start(spec.container_id)
+            if spec.healthcheck is not None:
+                # As dockerd at each start: starting again, the past probes kept.
+                self.health.update(Status="starting", FailingStreak=0)
+                self._write_health()
+                self.health_at = self.started_mono + self._probe_interval()
         except BaseException:
             self._close_stdio()
             if created:
                 with contextlib.suppress(DockyardError):
-                    self.rt.delete(spec.container_id, force=True)
+                    self.rt.delete(spec.container_id)
             raise
 
     def _create(self) -> None:
@@ -659,7 +791,7 @@ class _Monitor:
                 self._add_output(out_r, "stdout")
                 self._add_output(err_r, "stderr")
             self.init_pid = self.rt.create(
-                spec.container_id, spec.bundle, stdio=stdio, reap=True,
+                spec.container_id, spec.bundle, stdio=stdio,
                 console_socket=self.terminal.socket if self.terminal else None)
         finally:
             for fd in theirs:
@@ -707,6 +839,8 @@ class _Monitor:
             return False
         self.log.write(stream, data)
         kind = Frame.STDOUT if stream == "stdout" else Frame.STDERR
+        if self.held is not None and len(self.held) < MAX_BUFFER:
+            self.held += HEADER.pack(kind, len(data)) + data
         for client in list(self.clients.values()):
             self._send(client, kind, data)
         return True
@@ -726,12 +860,16 @@ class _Monitor:
                 return
             if pid == self.init_pid:
                 self._on_exit(status)
+            elif self.probe is not None and pid == self.probe.pid:
+                self._probe_exited(status)
 
     def _on_exit(self, status: int) -> None:
         """The init exited: record it, then restart the container or finish."""
         finished = time.time_ns()
         self.init_pid = 0
         self.kill_at = None
+        self.health_at = None
+        self._end_probe()
         # What the container wrote before it exited is still in the pipes.
         for fd in list(self.outputs):
             while self._read_output(fd):
@@ -741,7 +879,11 @@ class _Monitor:
         code = 128 + sig if sig is not None else os.WEXITSTATUS(status)
         oom = self.cgroup is not None and self.cgroup.oom_kill_count() > self.oom_before
         with contextlib.suppress(DockyardError):
-            self.rt.delete(self.spec.container_id, force=True)
+            self.rt.delete(self.spec.container_id)
+        if oom:
+            self._event("oom")
+        self._event("die", exitCode=str(code),
+                    execDuration=str(int(time.monotonic() - self.started_mono)))
         restart = self.spec.restart.restarts(code, self.restarts, self.stop_requested)
         self._record(ExitStatus(
             exit_code=code, signal=sig, oom_killed=oom, started_at=rfc3339nano(self.started_ns),
@@ -768,6 +910,7 @@ class _Monitor:
         self.restarts += 1
         try:
             self._start_container()
+            self._event("start")
         except DockyardError as e:
             assert self.last is not None
             self._record(ExitStatus(
@@ -792,6 +935,122 @@ class _Monitor:
         self.stdin_pending = b""
         self.stdin_closing = False
 
+    # -- events and healthchecks -------------------------------------------------------
+
+    def _event(self, action: str, **attributes: str) -> None:
+        if self.spec.events_path is not None:
+            eventlog.record(self.spec.events_path, "container", action,
+                            self.spec.container_id,
+                            {**self.spec.event_attributes, **attributes})
+
+    def _probe_interval(self) -> float:
+        """dockerd's: every start_interval while starting within the start period."""
+        check = self.spec.healthcheck
+        assert check is not None
+        if self.health["Status"] == "starting" and \
+                time.monotonic() - self.started_mono < check.start_period:
+            return check.start_interval
+        return check.interval
+
+    def _start_probe(self) -> None:
+        """Run the healthcheck's command in the container, as ``exec`` does."""
+        check = self.spec.healthcheck
+        if check is None or not self.init_pid or self.probe is not None:
+            return
+        started = time.time_ns()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pid = self.rt.exec(self.spec.container_id, self._probe_process(check),
+                               stdio=Stdio(null, out_w, out_w), detach=True)
+        except (DockyardError, OSError) as e:
+            os.close(out_r)
+            self._health_result(started, -1, str(e).encode())
+            return
+        finally:
+            os.close(null)
+            os.close(out_w)
+        os.set_blocking(out_r, False)
+        self.probe = _Probe(pid, out_r, started, time.monotonic() + check.timeout)
+        self._watch(out_r, select.POLLIN, lambda _: self._read_probe())
+
+    def _probe_process(self, check: HealthSpec) -> Any:
+        """The probe's OCI process: the container's, running the test (made once)."""
+        if self.probe_process is None:
+            # Only a container with a healthcheck pays for the OCI models (memory, time).
+            import msgspec
+
+            from dockyard.oci import runtime as oci
+
+            base = oci.load_spec(self.rt.config(self.spec.container_id)).process
+            self.probe_process = msgspec.structs.replace(
+                base or oci.Process(cwd="/"), args=list(check.test), terminal=None,
+                console_size=None)
+        return self.probe_process
+
+    def _read_probe(self) -> None:
+        probe = self.probe
+        assert probe is not None
+        try:
+            while data := os.read(probe.fd, 65536):
+                # Docker keeps the first 4096 bytes.
+                probe.output = (probe.output + data)[:_HEALTH_OUTPUT_MAX]
+        except BlockingIOError:
+            return
+        self._unwatch(probe.fd)  # its end: the probe and its children closed the pipe
+
+    def _probe_exited(self, status: int) -> None:
+        probe = self.probe
+        assert probe is not None
+        with contextlib.suppress(OSError):
+            self._read_probe()
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        self._end_probe()
+        self._health_result(probe.started_ns, code, probe.output)
+
+    def _probe_timed_out(self) -> None:
+        probe = self.probe
+        check = self.spec.healthcheck
+        assert probe is not None and check is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(probe.pid, signal.SIGKILL)  # reaped as any orphan of ours
+        self._end_probe()
+        self._health_result(probe.started_ns, -1, (
+            f"Health check exceeded timeout ({_go_duration(check.timeout)})").encode())
+
+    def _end_probe(self) -> None:
+        if self.probe is not None:
+            self._unwatch(self.probe.fd)
+            os.close(self.probe.fd)
+            self.probe = None
+
+    def _health_result(self, started_ns: int, code: int, output: bytes) -> None:
+        """Record one probe's result, as dockerd's handleProbeResult; schedule the next."""
+        check = self.spec.healthcheck
+        assert check is not None
+        health = self.health
+        before = health["Status"]
+        health["Log"] = [*health["Log"], {
+            "Start": rfc3339nano(started_ns), "End": rfc3339nano(time.time_ns()),
+            "ExitCode": code, "Output": output.decode(errors="replace")}
+        ][-_HEALTH_LOG_ENTRIES:]
+        if code == 0:
+            health.update(Status="healthy", FailingStreak=0)
+        elif not (before == "starting" and (started_ns - self.started_ns) / 1e9
+                  < check.start_period):
+            health["FailingStreak"] += 1
+            if health["FailingStreak"] >= check.retries:
+                health["Status"] = "unhealthy"
+        self._write_health()
+        if health["Status"] != before:
+            self._event(f"health_status: {health['Status']}")
+        if self.init_pid:
+            self.health_at = time.monotonic() + self._probe_interval()
+
+    def _write_health(self) -> None:
+        _write_atomically(os.path.join(self.spec.state_dir, HEALTH_FILE),
+                          json.dumps(self.health).encode())
+
     # -- attach clients ----------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
@@ -799,9 +1058,26 @@ class _Monitor:
             sock, _ = listener.accept()
             sock.setblocking(False)
             client = _Client(sock)
+            if self.held is not None:
+                client.outbuf, self.held = self.held, None
             self.clients[sock.fileno()] = client
             self._watch(sock.fileno(), self._interest(client),
                         lambda events: self._on_client(client, events))
+
+    def _answer_late_clients(self, listener: socket.socket) -> None:
+        """Give the clients that connected while the final exit was being recorded what
+        the others got (the held output, the exit), not a bare end of connection."""
+        assert self.last is not None  # done only once the final exit is recorded
+        document = json.dumps(asdict(self.last)).encode()
+        late = (self.held or b"") + HEADER.pack(Frame.EXIT, len(document)) + document
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, OSError):
+                return
+            with sock, contextlib.suppress(OSError):
+                sock.settimeout(1.0)
+                sock.sendall(late)
 
     def _interest(self, client: _Client) -> int:
         # While the container's stdin is full, stop reading clients: backpressure.
