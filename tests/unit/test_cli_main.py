@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 
@@ -30,3 +31,14 @@ def test_bad_command_lines_exit_125_with_one_line(argv: list[str],
     assert main(argv) == 125
     err = capsys.readouterr().err
     assert err.startswith("dockyard: ") and err.count("\n") <= 2
+
+
+def test_flag_values_may_start_with_a_dash_and_a_digit(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # docker reads `--since -1m` as "a minute from now"; argparse took "-1m" for a flag.
+    roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    assert main([*roots, "events", "--since", "-1m", "--until", "0"]) == 0
+    assert capsys.readouterr() == ("", "")
+    # A word that is not a number still is an option, as it is for docker.
+    assert main([*roots, "events", "--until", "-x"]) == 125
+    assert "--until: expected one argument" in capsys.readouterr().err

@@ -1,26 +1,32 @@
 """Output the way the docker CLI prints it: sizes, ages, tables and ``--format``.
 
-``--format`` takes Go templates in docker; the subset here covers what people write
-on the command line: ``{{.Field}}`` (and ``{{.A.B}}``), ``{{json .}}`` and
-``{{json .Field}}``, ``{{index .Map "key"}}``, ``{{lower .F}}``/``{{upper .F}}``,
-``{{.F | json}}``, and the ``table`` prefix, which prints aligned columns under
-headers. Anything else is refused with a clear error instead of printing something
-wrong.
+``--format`` takes Go templates, run by ``dockyard.cli.gotemplate``. As in docker, a
+listing's format (``ps``, ``images``...) may start with ``table``, which prints
+aligned columns under titles, and understands the ``\\t`` and ``\\n`` escapes; the
+formats of ``inspect -f``, ``version`` and ``events`` are taken as they are. A
+template that does not parse is docker's ``template parsing error: ...``, exit 64
+where docker exits 64 (inspect, version, events), 1 for a listing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dockyard.cli.gotemplate import Template, TemplateError, parse
 from dockyard.errors import InvalidArgument
 
-_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 _ESCAPES = {"\\t": "\t", "\\n": "\n"}
+
+
+class TemplateSyntaxError(InvalidArgument):
+    """A template that does not parse: docker's ``cli.StatusError`` with status 64."""
+
+    exit_code = 64
 
 
 def human_size(size: float, *, binary: bool = False) -> str:
@@ -69,87 +75,77 @@ def ago(timestamp: float, now: float | None = None) -> str:
     return human_duration((now if now is not None else time.time()) - timestamp) + " ago"
 
 
-def _lookup(value: Any, path: str) -> Any:
-    for name in filter(None, path.split(".")):
-        if isinstance(value, Mapping) and name in value:
-            value = value[name]
-        else:
-            raise InvalidArgument(f"template: can't evaluate field {name}")
-    return value
+def _template(source: str, *, header: bool = False) -> Template:
+    try:
+        return parse(source, header)
+    except TemplateError as e:
+        raise TemplateSyntaxError(f"template parsing error: {e}") from None
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(_text(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "map[" + " ".join(f"{k}:{_text(v)}" for k, v in sorted(value.items())) + "]"
-    return str(value)
-
-
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "json": lambda v: json.dumps(v, separators=(",", ":")),
-    "lower": lambda v: str(v).lower(),
-    "upper": lambda v: str(v).upper(),
-    "index": lambda m, k: m.get(k) if isinstance(m, Mapping) else None,
-}
-
-
-def _argument(token: str, data: Mapping[str, Any]) -> Any:
-    if token.startswith("."):
-        return _lookup(data, token)
-    if token.startswith('"') and token.endswith('"') and len(token) >= 2:
-        return token[1:-1]
-    raise InvalidArgument(f"template: unsupported argument {token!r}")
-
-
-def _evaluate(action: str, data: Mapping[str, Any]) -> Any:
-    stages = [s.strip() for s in action.split("|")]
-    value: Any = None
-    for i, stage in enumerate(stages):
-        words = stage.split()
-        if not words:
-            raise InvalidArgument(f"template: empty action in {{{{{action}}}}}")
-        if words[0] in _FUNCTIONS:
-            args = [_argument(w, data) for w in words[1:]]
-            if i > 0:
-                args.append(value)
-            value = _FUNCTIONS[words[0]](*args)
-        elif len(words) == 1 and i == 0:
-            value = _argument(words[0], data)
-        else:
-            raise InvalidArgument(f"template: function {words[0]!r} not defined")
-    return value
+def _execute(template: Template, data: Any) -> str:
+    try:
+        return template.execute(data)
+    except TemplateError as e:
+        raise InvalidArgument(f"template parsing error: {e}") from None
 
 
 def render(template: str, data: Mapping[str, Any]) -> str:
-    """Fill one Go-style template with ``data``."""
-    for escape, char in _ESCAPES.items():
-        template = template.replace(escape, char)
-    out = []
-    position = 0
-    for match in _ACTION.finditer(template):
-        out.append(template[position:match.start()])
-        value = _evaluate(match.group(1), data)
-        out.append(value if isinstance(value, str) else _text(value))
-        position = match.end()
-    out.append(template[position:])
-    return "".join(out)
+    """Fill one Go template with ``data``, as ``inspect -f``, ``version --format`` and
+    ``events --format`` do: the text is taken as it is (no ``\\t`` escapes)."""
+    return _execute(_template(template), data)
+
+
+class _Titles(dict[str, str]):
+    """The data of a table's header row: every field name gives its column title."""
+
+    def __init__(self, titles: Mapping[str, str]) -> None:
+        super().__init__(titles)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+    def __missing__(self, key: str) -> str:
+        return key.upper()
+
+
+def _align(lines: list[list[str]], minwidth: int, padding: int) -> list[str]:
+    """Go's text/tabwriter: each line's cells but the last are tab-terminated, and a
+    column is aligned over each block of consecutive lines that have a cell in it."""
+    widths: list[int] = []
+    out: list[str] = [""] * len(lines)
+
+    def write(start: int, end: int) -> None:
+        for n in range(start, end):
+            out[n] = "".join(cell.ljust(widths[j]) if j < len(widths) else cell
+                             for j, cell in enumerate(lines[n]))
+
+    def block(start: int, end: int) -> None:
+        column = len(widths)
+        this = start
+        while this < end:
+            if column >= len(lines[this]) - 1:
+                this += 1
+                continue
+            write(start, this)
+            start = this
+            width = minwidth
+            while this < end and column < len(lines[this]) - 1:
+                width = max(width, len(lines[this][column]) + padding)
+                this += 1
+            widths.append(width)
+            block(start, this)
+            widths.pop()
+            start = this
+        write(start, end)
+
+    block(0, len(lines))
+    return out
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     """Columns padded like Go's tabwriter in docker: at least three spaces between."""
-    all_rows = [list(headers), *[list(r) for r in rows]]
-    widths = [max(len(r[i]) for r in all_rows) for i in range(len(headers))]
-    lines = []
-    for row in all_rows:
-        cells = [cell.ljust(widths[i] + 3) if i < len(row) - 1 else cell
-                 for i, cell in enumerate(row)]
-        lines.append("".join(cells).rstrip())
-    return "\n".join(lines)
+    lines = _align([list(headers), *[list(r) for r in rows]], 0, 3)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def format_rows(items: Sequence[Mapping[str, Any]], fmt: str | None, default: str,
@@ -159,30 +155,39 @@ def format_rows(items: Sequence[Mapping[str, Any]], fmt: str | None, default: st
     ``headers`` maps a field name to its column title (``ID`` to ``IMAGE ID``); a field
     without one gets its name in capitals, as docker does.
     """
-    template = fmt if fmt else default
-    if template == "json":
+    source = fmt if fmt else default
+    if source == "json":
         return "\n".join(json.dumps(item, separators=(",", ":")) for item in items)
-    if not template.startswith("table"):
-        return "\n".join(render(template, item) for item in items)
-    body = template[len("table"):].strip() or default[len("table"):].strip()
+    is_table = source.startswith("table")
+    if is_table:
+        source = source[len("table"):].strip(" ") or default[len("table"):]
+    source = source.strip(" ")
     for escape, char in _ESCAPES.items():
-        body = body.replace(escape, char)
-    columns = body.split("\t")
-    titles = []
-    for column in columns:
-        fields = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", column)
-        titles.append(" ".join(headers.get(f, f.upper()) for f in fields) or column)
-    rows = [[render(column, item) for column in columns] for item in items]
-    return table(rows, titles)
+        source = source.replace(escape, char)
+    try:
+        template = _template(source)
+    except TemplateSyntaxError as e:
+        raise InvalidArgument(str(e)) from None  # docker's listings exit 1, not 64
+    rows = [_execute(template, item) for item in items]
+    if not is_table:
+        return "\n".join(rows)
+    # docker renders the titles with the same template over a map of titles, and with
+    # functions that leave them as they are; an error there only cuts the row short.
+    title: list[str] = []
+    with contextlib.suppress(TemplateError):
+        _template(source, header=True).execute(_Titles(headers), title)
+    text = "\n".join(["".join(title), *rows])
+    return "\n".join(_align([line.split("\t") for line in text.split("\n")], 10, 3))
 
 
 def print_inspected(found: Sequence[Mapping[str, Any]], failed: Sequence[str],
                     fmt: str | None) -> int:
     """What every ``inspect`` prints: a JSON array (or ``--format`` per object), then one
     ``Error:`` line per name not found; exit 1 if there was one."""
-    if fmt:
+    if fmt and fmt != "json":
+        template = _template(fmt)
         for item in found:
-            print(render(fmt, item))
+            print(_execute(template, item))
     else:
         print(json.dumps(list(found), indent=4))
     for message in failed:

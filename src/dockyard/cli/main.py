@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dockyard import __version__
 from dockyard.errors import DockyardError
@@ -129,6 +130,13 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # docker's flags take the next word as their value even when it starts with "-"
+        # (`events --until -1m`); argparse does so only for plain negative numbers, and
+        # this matcher is how it tells them from options: any "-" and a digit is a value.
+        self._negative_number_matcher = re.compile(r"^-\d")
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
@@ -241,5 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def exit_code(error: DockyardError) -> int:
-    """The status a failed command exits with: docker's 1, or the error's own 126/127."""
-    return error.exit_code if error.exit_code in (126, 127) else 1
+    """The status a failed command exits with: docker's 1, or the error's own 64 (a
+    template that does not parse), 126 or 127."""
+    return error.exit_code if error.exit_code in (64, 126, 127) else 1
