@@ -57,11 +57,18 @@ class V1Cgroup(Cgroup):
         return dict(self._dirs)
 
     def create(self) -> None:
-        """mkdir -p the cgroup in every hierarchy; give new cpusets their parent's CPUs."""
+        """mkdir -p the cgroup in every hierarchy; give empty cpusets their parent's CPUs.
+
+        Every cpuset on the way down is filled, not only those made here: a parent that
+        another process has just made may not be filled yet."""
         for mount, d in self._trees:
-            for created in make_dirs(mount.mountpoint, d):
-                if "cpuset" in mount.controllers:
-                    _inherit_cpuset(created)
+            make_dirs(mount.mountpoint, d)
+            if "cpuset" in mount.controllers:
+                rel = os.path.relpath(d, mount.mountpoint)
+                current = mount.mountpoint
+                for part in [] if rel == "." else rel.split("/"):
+                    current = os.path.join(current, part)
+                    _inherit_cpuset(current)
 
     def add(self, pid: int) -> None:
         """Write ``pid`` into ``cgroup.procs`` of every hierarchy."""
@@ -144,7 +151,8 @@ class V1Cgroup(Cgroup):
 def _inherit_cpuset(path: str) -> None:
     # A new v1 cpuset starts with empty cpuset.cpus and cpuset.mems, and the kernel
     # refuses to attach a task to a cpuset with no CPU or no memory node (ENOSPC).
-    # Copy the parent's (which create() has made non-empty on the way down).
+    # Copy the parent's (which create() has made non-empty on the way down). Two
+    # processes filling one cpuset at once write the same values.
     parent = os.path.dirname(path)
     for name in ("cpuset.cpus", "cpuset.mems"):
         with open(os.path.join(path, name)) as f:
