@@ -3,12 +3,14 @@ beside ``podman build`` and ``buildah bud``.
 
     sudo .venv/bin/python bench/build_bench.py [-n 10]
 
-Two contexts, built in a root of their own with the busybox image bootstrapped:
+Three contexts, built in a root of their own with the busybox image bootstrapped:
 
 - ``four-step``: FROM busybox, COPY, RUN, CMD: the build the issue's aims are set on
   (docker's classic builder takes about 0.5 s for it cold, podman about 0.6 s);
 - ``app``: the small multi-stage application of ``tests/data/build/app`` (two stages,
-  COPY --from, an ARG, three RUNs).
+  COPY --from, an ARG, three RUNs);
+- ``two-stage``: two stages that do not depend on each other (WORKDIR, COPY, two RUNs
+  each), which dockyard builds at once, and a third that copies from both.
 
 podman and buildah, where installed, get the same busybox image (``dockyard save``
 piped into ``podman load``) in a storage root of their own under the temporary
@@ -39,6 +41,23 @@ COPY config.txt /etc/app.conf
 RUN wc -c /etc/app.conf > /size.txt
 CMD ["cat", "/size.txt"]
 """
+TWO_STAGE = """FROM busybox AS left
+WORKDIR /src
+COPY config.txt .
+RUN wc -c config.txt > size.txt
+RUN sha256sum config.txt > sum.txt
+
+FROM busybox AS right
+WORKDIR /src
+COPY config.txt .
+RUN md5sum config.txt > sum.txt
+RUN cp config.txt copy.txt
+
+FROM busybox
+COPY --from=left /src/ /left/
+COPY --from=right /src/ /right/
+CMD ["cat", "/left/sum.txt", "/right/sum.txt"]
+"""
 CONTAINERS_CONF = """[engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
@@ -52,14 +71,18 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def contexts(tmp: str) -> dict[str, str]:
-    """The two contexts, copied under ``tmp``."""
+    """The contexts, made under ``tmp``."""
     app = os.path.join(tmp, "app")
     shutil.copytree(APP, app)
     four = os.path.join(tmp, "four-step")
     os.mkdir(four)
     shutil.copy(APP / "config.txt", four)
     Path(four, "Dockerfile").write_text(FOUR_STEP)
-    return {"four-step": four, "app": app}
+    two = os.path.join(tmp, "two-stage")
+    os.mkdir(two)
+    shutil.copy(APP / "config.txt", two)
+    Path(two, "Dockerfile").write_text(TWO_STAGE)
+    return {"four-step": four, "app": app, "two-stage": two}
 
 
 def peers(tmp: str, dockyard: list[str]) -> dict[str, tuple[list[str], dict[str, str]]]:

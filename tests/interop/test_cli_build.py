@@ -150,6 +150,64 @@ def test_multistage_builds_only_the_stages_needed(user: User) -> None:
     _nothing_left(user)
 
 
+def test_independent_stages_build_at_once_output_kept_together(user: User) -> None:
+    context = _context(user, "parallel")
+    result = _build(user, context, "-t", "parallel")
+    assert user("run", "--rm", "parallel").stdout == "left met right\nright met left\n"
+    # Numbered in file order; each stage's lines together, whichever ran first.
+    numbers = [line.split()[1] for line in result.stdout.splitlines()
+               if line.startswith("Step ")]
+    assert numbers[:4] in (["1/8", "2/8", "3/8", "4/8"], ["3/8", "4/8", "1/8", "2/8"])
+    assert numbers[4:] == ["5/8", "6/8", "7/8", "8/8"]
+    again = _build(user, context, "-t", "parallel")
+    assert len(_cached_steps(again.stdout)) == 4
+    _nothing_left(user)
+
+
+def test_a_failing_stage_stops_the_others(user: User) -> None:
+    context = user.home / "failing"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM busybox AS slow\nRUN echo slow started; sleep 4343\n"
+        "FROM busybox AS failing\nRUN sleep 1; echo failing; exit 3\n"
+        "FROM busybox\nCOPY --from=slow /etc/hostname /a\n"
+        "COPY --from=failing /etc/hostname /b\n")
+    started = time.monotonic()
+    result = _build(user, context, ok=False)
+    assert time.monotonic() - started < 30  # the slow RUN was killed, not waited for
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("returned a non-zero code: 3")
+    assert "slow started" in result.stdout and "failing" in result.stdout
+    assert [p for p in Path("/proc").iterdir() if p.name.isdigit()
+            and _cmdline(p) == b"sleep\x004343\x00"] == []
+    _nothing_left(user)
+
+
+def test_what_a_docker_user_relies_on(user: User) -> None:
+    result = _build(user, _context(user, "compat"), "-t", "compat", "--build-arg",
+                    "TAG=latest")
+    assert "Step 1/20 : ARG TAG=latest\nStep 2/20 : FROM busybox:latest AS stage0" in \
+        result.stdout
+    assert user("run", "--rm", "compat").stdout == "a=1 b= c=1 d=b-is-empty\n"
+    config = _config(user, "compat")
+    assert config["Cmd"] == ["/bin/sh", "-c", 'echo "a=$a b=$b c=$c d=$d"']
+    assert config["ExposedPorts"] == {"80/udp": {}, "443/tcp": {}}
+    assert config["Labels"] == {"with spaces": "a b", "other": "x y z"}
+    assert config["User"] == "root"
+    assert _sh(user, "compat", "cat /from-index /tmp/id; ls /made; stat -c '%n %u:%g' "
+               "/tmp/owned /home/app/written-by-user /dst /dst/made /dst/made/sub; "
+               "find /dst ! -path '/dst/made*' | sort") == (
+        "/w/rel/dir\nuid=1234 gid=4321\nmade-a.txt\nmade-b.txt\n/tmp/owned 1234:4321\n"
+        "/home/app/written-by-user 1234:4321\n"
+        "/dst 0:0\n/dst/made 1234:4321\n/dst/made/sub 1234:4321\n"
+        "/dst\n/dst/a.txt\n/dst/b.txt\n/dst/sub\n/dst/sub/d.txt\n/dst/sub/e.txt\n")
+    history = user("history", "--no-trunc", "--format", "{{.CreatedBy}}", "compat").stdout
+    copies = [line.split()[4].split(":")[0] for line in history.splitlines()
+              if "#(nop) COPY" in line]
+    assert copies == ["dir", "dir", "dir", "multi", "file"]  # newest first, as Docker's
+    _nothing_left(user)
+
+
 def test_onbuild_triggers_run_in_the_child_build(user: User) -> None:
     _build(user, _context(user, "onbuild") / "parent", "-t", "onbuild-parent")
     assert _config(user, "onbuild-parent")["OnBuild"] == [
@@ -341,6 +399,27 @@ def test_run_network_none_by_default_host_when_asked(user: User) -> None:
     # The host's resolver, read-only for the RUN and not left in the image.
     assert _sh(user, "net-host", "cat /resolv") == Path("/etc/resolv.conf").read_text()
     assert _top_layer(user, "net-host") == ["nets", "resolv"]
+
+
+def test_run_reaches_its_own_loopback(user: User) -> None:
+    context = user.home / "loopback"
+    context.mkdir()
+    serve = ("echo served > /index.html && httpd -p 127.0.0.1:8080 -h / && "
+             "wget -q -O /got-{0} http://{1}:8080/ && cat /sys/class/net/lo/flags > /lo-{0}")
+    (context / "Dockerfile").write_text(
+        f"FROM busybox\nRUN {serve.format('default', 'localhost')}\n"
+        f"RUN --network=none {serve.format('none', '127.0.0.1')} && "
+        "grep -q \"^127.0.0.1.*localhost $(hostname)\" /etc/hosts && cat /etc/hostname > /hn\n")
+    result = _build(user, context, "-t", "loopback")
+    # lo is up (IFF_UP | IFF_LOOPBACK) on both, as on Docker's bridge and none networks;
+    # /etc/hosts names localhost and the step's container.
+    assert _sh(user, "loopback", "cat /got-default /got-none /lo-default /lo-none") == \
+        "served\nserved\n0x9\n0x9\n"
+    hostname = _sh(user, "loopback", "cat /hn").strip()
+    assert f" ---> Running in {hostname}" in result.stdout
+    # The step's own files, not the /etc ones it had.
+    assert _top_layer(user, "loopback") == ["got-none", "hn", "index.html", "lo-none"]
+    _nothing_left(user)
 
 
 def _top_layer(user: User, image: str) -> list[str]:

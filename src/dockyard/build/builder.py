@@ -13,6 +13,12 @@ steps so far:
                    WORKDIR's mkdir); what changed becomes a layer (none when nothing
                    did) and the result an image of the root, remembered under the key
 
+The stages the target needs are built by ``schedule.build_stages``: those that do not
+depend on each other at the same time, in threads. What their steps share is set
+before the stages start, or only added to (``results`` by stage, ``consumed``: single
+dict and set operations, atomic), or under a lock (pulls, the running containers);
+each stage prints to its own stream.
+
 A stage's end is stored as an image too (under the key of all its steps), so a fully
 cached rebuild gives the same image ID. Storing an image per config step, as Docker's
 classic builder does, would cost a recorded image each for nothing the cache needs.
@@ -38,6 +44,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -63,9 +70,11 @@ from dockyard.build.files import (
     extract_into,
     glob_in_root,
     is_archive,
+    make_dir,
     resolve_in_root,
 )
-from dockyard.build.steps import Layer, Workspace, chain_of, owned, run_process, sweep
+from dockyard.build.schedule import build_stages
+from dockyard.build.steps import Layer, Workspace, chain_of, kill, owned, run_process, sweep
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images.building import store_image
 from dockyard.images.platform import format_platform, host_platform, matches, parse_platform
@@ -106,6 +115,10 @@ _DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_
 
 class StepFailed(DockyardError):
     """A RUN's command exited with another status than 0 (``docker build`` exits 1)."""
+
+
+class _Cancelled(DockyardError):
+    """A stage stopped because another failed: that one's error is the build's."""
 
 
 # --- what the builder needs from the engine ------------------------------------------
@@ -152,7 +165,8 @@ class Backend:
     """The engine's parts the builder uses: ``images``; ``runroot`` for the run-time
     state (``runroot/build`` for rootfs mounts and bundles, ``runroot/runtime`` for
     the runtime's own); ``render`` a RUN's OCI spec; ``resolve_user`` (rootfs,
-    ``user[:group]``) -> (uid, gid) for ``--chown``; ``network`` (the RUN's network:
+    ``user[:group]``) -> (uid, gid) as the image's passwd and group files say (a user
+    without a group: its primary group); ``network`` (the RUN's network:
     default, none or host; a path to bind a namespace on) -> a context in which the
     namespace to join is there (None: the host's)."""
 
@@ -264,9 +278,11 @@ def _truthy(value: str | None) -> bool:
 class _StageState:
     """What one stage has while its steps run."""
 
-    def __init__(self, stage: Stage, image: _Image) -> None:
+    def __init__(self, stage: Stage, image: _Image, out: TextIO, step: int) -> None:
         self.stage = stage
         self.image = image
+        self.out = out    # where the stage's output goes (see ``schedule``)
+        self.step = step  # the number of its last step shown
         # The cache key of the steps so far: a config step changes it but stores no
         # image; the next file step (or the stage's end) stores one under the key.
         self.ref = image.id or "scratch"
@@ -285,16 +301,21 @@ class Builder:
         self.out = out
         self.work_dir = os.path.join(backend.runroot, "build")
         self.runtime_root = os.path.join(backend.runroot, "runtime")
-        self._step = 0
         self._steps = 0
-        self._cache_images: list[_Image] | None = None
+        self._cache_images: list[_Image] = []
         self._pulled: dict[str, str] = {}
+        # Stages build in threads (``schedule``): a pull is made once, and a failure
+        # stops the containers of the others (``_cancel``).
+        self._lock = threading.Lock()
+        self._pull_lock = threading.Lock()
+        self._cancelled = False
+        self._running: set[str] = set()
 
     # --- output ------------------------------------------------------------------------
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, out: TextIO | None = None) -> None:
         if not self.options.quiet:
-            self.out.write(text + "\n")
+            (out or self.out).write(text + "\n")
 
     # --- entry point -------------------------------------------------------------------
 
@@ -315,15 +336,35 @@ class Builder:
                                       f"platform ({format_platform(host_platform())}) "
                                       "can be built")
         self.consumed: set[str] = set()
+        self._cancelled = False
         self.meta = self._meta_args()
         target = self._target()
-        needed = self._needed(target)
-        self._steps = sum(1 + len(s.instructions) for s in needed) + (1 if options.labels else 0)
+        deps = self._needed(target)
+        needed = [s for s in dockerfile.stages if s.index in deps]
+        # Numbered in file order, whichever stage runs first; the global ARGs first, as
+        # Docker's classic builder counts them.
+        first_steps: dict[int, int] = {}
+        count = len(dockerfile.meta_args)
+        for stage in needed:
+            first_steps[stage.index] = count + 1
+            count += 1 + len(stage.instructions)
+            if stage is target and options.labels:
+                count += 1  # the LABEL step of --label
+        self._steps = count
         self.results: dict[int, _Image] = {}
+        self._cache_images = self._cache_sources()
         sweep(self.work_dir, self.runtime_root, self.images.snapshots)
         os.makedirs(self.work_dir, exist_ok=True)
-        for stage in needed:
-            self.results[stage.index] = self._build_stage(stage, stage is target)
+        for number, instruction in enumerate(dockerfile.meta_args, 1):
+            self._say(f"Step {number}/{count} : {_shown(instruction)}")
+
+        def build_stage(index: int, out: TextIO) -> None:
+            stage = self.dockerfile.stages[index]
+            self.results[index] = self._build_stage(stage, stage is target, out,
+                                                    first_steps[index])
+
+        build_stages([s.index for s in needed], deps, build_stage, self.out,
+                     cancel=self._cancel, spool_dir=self.work_dir)
         final = self.results[target.index]
         if not final.id:
             raise DockerfileError("the build made no image: FROM scratch needs a step that "
@@ -393,16 +434,16 @@ class Builder:
                 return self.dockerfile.stages[index]
         return None
 
-    def _needed(self, target: Stage) -> list[Stage]:
-        """The stages ``target`` depends on (its base, ``COPY --from``, ``RUN --mount
-        from``), itself included, in file order; the others are not built."""
-        needed: set[int] = set()
+    def _needed(self, target: Stage) -> dict[int, set[int]]:
+        """The stages ``target`` needs, itself included (the others are not built), each
+        with those it names (its base, ``COPY --from``, ``RUN --mount from``)."""
+        needed: dict[int, set[int]] = {}
         todo = [target]
         while todo:
             stage = todo.pop()
             if stage.index in needed:
                 continue
-            needed.add(stage.index)
+            deps = needed[stage.index] = set()
             refs = [self._expand(stage.base, self.meta, None)]
             for instruction in stage.instructions:
                 refs += [self._expand(r, self.meta, instruction)
@@ -412,15 +453,18 @@ class Builder:
                 found = self._stage_named(ref)
                 if found is not None and found.index < stage.index:
                     todo.append(found)
+                    deps.add(found.index)
                 elif found is not None and found.index >= stage.index:
                     raise DockerfileError(f"stage {stage.name or stage.index} refers to "
                                           f"{ref}, which is not an earlier stage",
                                           filename=self.dockerfile.filename, line=stage.line)
-        return [s for s in self.dockerfile.stages if s.index in needed]
+        return needed
 
-    def _build_stage(self, stage: Stage, is_target: bool) -> _Image:
+    def _build_stage(self, stage: Stage, is_target: bool, out: TextIO,
+                     first_step: int) -> _Image:
         base = self._expand(stage.base, self.meta, None)
-        self._count(f"FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
+        self._say(f"Step {first_step}/{self._steps} : FROM {base}"
+                  + (f" AS {stage.name}" if stage.name else ""), out)
         if stage.platform:
             platform = self._expand(stage.platform, self.meta, None)
             if not matches(parse_platform(platform), host_platform()):
@@ -428,8 +472,8 @@ class Builder:
                                       f"({format_platform(host_platform())}) can be built",
                                       filename=self.dockerfile.filename, line=stage.line)
         image = self._base_image(base, stage)
-        self._say(f" ---> {_short(image.id) if image.id else 'scratch'}")
-        state = _StageState(stage, image)
+        self._say(f" ---> {_short(image.id) if image.id else 'scratch'}", out)
+        state = _StageState(stage, image, out, first_step)
         triggers = list(image.run.on_build or [])
         if triggers:
             # The triggers of the base run first, once: the new image does not keep them.
@@ -438,7 +482,7 @@ class Builder:
                 image.layers, image.chain)
             state.ref = step_key(state.ref, "onbuild")
             self._say(f"# Executing {len(triggers)} build trigger"
-                      f"{'s' if len(triggers) > 1 else ''}")
+                      f"{'s' if len(triggers) > 1 else ''}", out)
             for text in triggers:
                 trigger = parse_instruction(text, escape=self.escape,
                                             filename=self.dockerfile.filename, line=stage.line)
@@ -449,12 +493,12 @@ class Builder:
             # --label: one more LABEL step, its values taken as given (not expanded).
             labels = self.options.labels
             shown = " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            self._count(f"LABEL {shown}")
+            self._count(state, f"LABEL {shown}")
             self._set(state, Instruction("LABEL", ()), shown,
                       labels={**(state.image.run.labels or {}), **labels})
         if state.image.id is None:
             self._store_step(state, state.ref, state.image)
-            self._say(f" ---> {_short(str(state.image.id))}")
+            self._say(f" ---> {_short(str(state.image.id))}", out)
         return state.image
 
     def _base_image(self, base: str, stage: Stage) -> _Image:
@@ -479,8 +523,11 @@ class Builder:
             with contextlib.suppress(NotFound):
                 image_id = self.images.resolve(ref)
         if image_id is None:
-            image_id = self._pulled[ref] = self.images.pull(
-                ref, platform=self.options.platform).id
+            with self._pull_lock:  # once, whichever stage asks first
+                image_id = self._pulled.get(ref)
+                if image_id is None:
+                    image_id = self._pulled[ref] = self.images.pull(
+                        ref, platform=self.options.platform).id
         return self._image(image_id)
 
     def _image(self, image_id: str) -> _Image:
@@ -494,9 +541,9 @@ class Builder:
 
     # --- steps -------------------------------------------------------------------------
 
-    def _count(self, text: str) -> None:
-        self._step += 1
-        self._say(f"Step {self._step}/{self._steps} : {text}")
+    def _count(self, state: _StageState, text: str) -> None:
+        state.step += 1
+        self._say(f"Step {state.step}/{self._steps} : {text}", state.out)
 
     def _error(self, instruction: Instruction | None, message: str) -> DockerfileError:
         return DockerfileError(message, filename=self.dockerfile.filename,
@@ -522,23 +569,26 @@ class Builder:
 
     def _run_step(self, state: _StageState, instruction: Instruction, *,
                   counted: bool = True) -> None:
-        text = instruction.original or f"{instruction.keyword} {' '.join(instruction.args)}"
+        text = _shown(instruction)
+        with self._lock:
+            if self._cancelled:
+                raise _Cancelled("another stage failed")
         if counted:
-            self._count(text.strip())
+            self._count(state, text)
         else:
-            self._say(f"Trigger : {text.strip()}")
+            self._say(f"Trigger : {text}", state.out)
         handler = getattr(self, f"_do_{instruction.keyword.lower()}", None)
         if handler is None:
             raise self._error(instruction, f"unknown instruction: {instruction.keyword}")
         try:
             handler(state, instruction)
-        except (DockerfileError, StepFailed):
+        except (DockerfileError, StepFailed, _Cancelled):
             raise
         except DockyardError as e:
             error = self._error(instruction, f"{instruction.keyword}: {e}")
             raise error from None
         if state.image.id:
-            self._say(f" ---> {_short(state.image.id)}")
+            self._say(f" ---> {_short(state.image.id)}", state.out)
 
     # --- committing --------------------------------------------------------------------
 
@@ -599,7 +649,7 @@ class Builder:
                 return False
             self._store_step(state, key, self._extend(state.image, config, created_by,
                                                       found[0]))
-        self._say(" ---> Using cache")
+        self._say(" ---> Using cache", state.out)
         return True
 
     def _cache_from(self, parent: _Image, created_by: str) -> tuple[Layer | None] | None:
@@ -608,7 +658,7 @@ class Builder:
         go on with this step (Docker's classic rule)."""
         history = parent.config.history or []
         diff_ids = parent.config.rootfs.diff_ids
-        for image in self._cache_sources():
+        for image in self._cache_images:
             theirs = image.config.history or []
             if (len(theirs) <= len(history) or theirs[len(history)].created_by != created_by
                     or [h.created_by for h in theirs[:len(history)]]
@@ -624,12 +674,11 @@ class Builder:
 
     def _cache_sources(self) -> list[_Image]:
         """The ``--cache-from`` images there are (a missing one is no error, as Docker)."""
-        if self._cache_images is None:
-            self._cache_images = []
-            for ref in self.options.cache_from:
-                with contextlib.suppress(NotFound):
-                    self._cache_images.append(self._image(self.images.resolve(ref)))
-        return self._cache_images
+        found = []
+        for ref in self.options.cache_from:
+            with contextlib.suppress(NotFound):
+                found.append(self._image(self.images.resolve(ref)))
+        return found
 
     def _file_step(self, state: _StageState, key: str, config: ContainerConfig,
                    created_by: str, layer: Layer | None) -> None:
@@ -793,19 +842,12 @@ class Builder:
         if self._cached(state, key, created_by, config):
             return
         with self._workspace(state) as ws:
-            self._make_dir(ws, path)
+            owner = Ownership()
+            if state.image.run.user:  # BuildKit makes them the USER's (uid, primary gid)
+                owner = Ownership(*self.backend.resolve_user(ws.rootfs, state.image.run.user))
+            os.close(make_dir(ws.root_fd, path, owner))
             layer = ws.commit(self.options.source_date_epoch)
         self._file_step(state, key, config, created_by, layer)
-
-    @staticmethod
-    def _make_dir(ws: Workspace, path: str) -> None:
-        from dockyard.runtime.rootfs import open_in_root
-
-        try:
-            os.close(open_in_root(ws.root_fd, path, create="dir"))
-        except NotADirectoryError:
-            raise InvalidArgument(f"cannot make the directory {path}: a part of it is a "
-                                  "file") from None
 
     def _workspace(self, state: _StageState) -> Workspace:
         return Workspace(self.images, self.work_dir, state.image.chain)
@@ -832,13 +874,12 @@ class Builder:
             key = step_key(state.ref, "run", created_by, network, mount_keys)
             if self._cached(state, key, created_by, state.image.run):
                 return
-            if network == "host":
-                mounts += self._host_network_files(stack)
-            ws = stack.enter_context(self._workspace(state))
             cid = os.urandom(32).hex()
-            self._say(f" ---> Running in {cid[:12]}")
+            mounts += self._network_files(stack, network, cid[:12])
+            ws = stack.enter_context(self._workspace(state))
+            self._say(f" ---> Running in {cid[:12]}", state.out)
             workdir = self._workdir_of(state)
-            self._make_dir(ws, workdir)
+            os.close(make_dir(ws.root_fd, workdir, Ownership()))
             proxies = [f"{k}={v}" for k, v in sorted(self.options.build_args.items())
                        if k in PROXY_ARGS and v is not None]
             env = [*(state.image.run.env or []), *build_args, *proxies]
@@ -850,25 +891,40 @@ class Builder:
             spec = self.backend.render(request)
             stubs = ws.stubs([m.destination for m in spec.mounts or ()]
                              + [p for m in mounts for p in _parents(m.destination)])
-            status = self._run_container(spec, cid)
+            status = self._run_container(spec, cid, state.out)
             stubs.remove()
-            self._say(f"Removing intermediate container {cid[:12]}")
+            self._say(f"Removing intermediate container {cid[:12]}", state.out)
             if status != 0:
                 raise StepFailed(f"The command '{shown}' returned a non-zero code: {status}")
             layer = ws.commit(self.options.source_date_epoch)
         self._file_step(state, key, state.image.run, created_by, layer)
 
-    def _host_network_files(self, stack: contextlib.ExitStack) -> list[Mount]:
-        """The host's ``/etc/resolv.conf`` and ``/etc/hosts`` for a RUN on the host's
-        network, as read-only copies: the RUN must not change the host's own."""
+    def _network_files(self, stack: contextlib.ExitStack, network: str,
+                       hostname: str) -> list[Mount]:
+        """A RUN's ``/etc/resolv.conf`` (the host's), ``/etc/hosts`` (on the host's
+        network the host's; else localhost and the container's ``hostname``, as
+        BuildKit's) and ``/etc/hostname``, as Docker gives every RUN: read-only copies,
+        bound over the image's for the step only (they are not in its layer)."""
         scratch = stack.enter_context(_scratch_dir(self.work_dir))
+        files: dict[str, str | None] = {"resolv.conf": None, "hosts": None}
+        if network != "host":
+            files["hosts"] = (f"127.0.0.1\tlocalhost {hostname}\n"
+                              "::1\tlocalhost ip6-localhost ip6-loopback\n")
+            files["hostname"] = hostname + "\n"
         mounts = []
-        for name in ("resolv.conf", "hosts"):
-            with contextlib.suppress(FileNotFoundError):
-                copy = shutil.copyfile(os.path.join("/etc", name), os.path.join(scratch, name))
-                os.chmod(copy, 0o644)
-                mounts.append(Mount(destination=f"/etc/{name}", type="bind", source=copy,
-                                    options=["rbind", "ro"]))
+        for name, text in files.items():
+            copy = os.path.join(scratch, name)
+            try:
+                if text is None:
+                    shutil.copyfile(os.path.join("/etc", name), copy)
+                else:
+                    with open(copy, "w") as f:
+                        f.write(text)
+            except FileNotFoundError:
+                continue
+            os.chmod(copy, 0o644)
+            mounts.append(Mount(destination=f"/etc/{name}", type="bind", source=copy,
+                                options=["rbind", "ro"]))
         return mounts
 
     def _run_command(self, state: _StageState, instruction: Instruction) -> list[str]:
@@ -891,13 +947,35 @@ class Builder:
             text = text + "\n" + "".join(f"{h.content}{h.name}\n" for h in instruction.heredocs)
         return [*shell, text]
 
-    def _run_container(self, spec: Spec, cid: str) -> int:
+    def _run_container(self, spec: Spec, cid: str, out: TextIO) -> int:
         bundle = os.path.join(self.work_dir, owned("bundle") + cid)
-        if self.options.quiet:
-            with open(os.devnull, "wb") as null:
-                return run_process(spec, self.runtime_root, bundle, cid, null.fileno())
-        self.out.flush()
-        return run_process(spec, self.runtime_root, bundle, cid, self.out.fileno())
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.options.quiet:
+                    fd = stack.enter_context(open(os.devnull, "wb")).fileno()
+                else:
+                    out.flush()
+                    fd = out.fileno()
+                return run_process(spec, self.runtime_root, bundle, cid, fd,
+                                   admit=self._admit)
+        finally:
+            with self._lock:
+                self._running.discard(cid)
+
+    def _admit(self, cid: str) -> None:
+        """Let the created container ``cid`` start, unless the build is cancelled."""
+        with self._lock:
+            if self._cancelled:
+                raise _Cancelled("another stage failed")
+            self._running.add(cid)
+
+    def _cancel(self) -> None:
+        """Stop the stages still building: no step or container starts any more, and
+        the running containers are killed (their steps then fail and unwind)."""
+        with self._lock:
+            self._cancelled = True
+            for cid in self._running:
+                kill(self.runtime_root, cid)
 
     def _run_mounts(self, state: _StageState, instruction: Instruction,
                     stack: contextlib.ExitStack) -> tuple[list[Mount], list[Any]]:
@@ -1036,7 +1114,7 @@ class Builder:
             key = step_key(state.ref, "copy", instruction.keyword, dest, chmod, chown,
                            ref is not None, plan.checksum)
             created_by = (f"/bin/sh -c #(nop) {instruction.keyword} "
-                          f"{plan.checksum} in {dest} ")
+                          f"{plan.kind}:{plan.checksum.removeprefix('sha256:')} in {dest} ")
             if self._cached(state, key, created_by, state.image.run):
                 return
             ws = stack.enter_context(self._workspace(state))
@@ -1044,6 +1122,8 @@ class Builder:
                               epoch=self.options.source_date_epoch)
             if chown:
                 uid, gid = self.backend.resolve_user(ws.rootfs, chown)
+                if ":" not in chown:
+                    gid = uid  # --chown=USER: its uid as gid too, as Docker's
                 owner = Ownership(uid, gid, owner.mode, owner.epoch)
             if plan.copies:
                 copy_into(ws.root_fd, plan.copies, dest, owner, work_dir=scratch)
@@ -1140,6 +1220,14 @@ class _CopyPlan:
     archives: list[str]
     checksum: str
 
+    @property
+    def kind(self) -> str:
+        """What Docker's history says was copied: ``file``, ``dir`` or ``multi``."""
+        paths = [c.path for c in self.copies] + self.archives
+        if len(paths) > 1:
+            return "multi"
+        return "dir" if os.path.isdir(paths[0]) and not os.path.islink(paths[0]) else "file"
+
 
 def replace_config(config: ContainerConfig, **changes: Any) -> ContainerConfig:
     """A copy of ``config`` with ``changes``."""
@@ -1156,6 +1244,12 @@ def _parents(path: str) -> list[str]:
     """``/a/b/c`` -> ``/a``, ``/a/b``: the directories a mount target needs."""
     parts = [p for p in path.split("/") if p]
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _shown(instruction: Instruction) -> str:
+    """An instruction as the output's ``Step`` line shows it: as written."""
+    text = instruction.original or f"{instruction.keyword} {' '.join(instruction.args)}"
+    return text.strip()
 
 
 def _heredoc_of(word: str, heredocs: Sequence[Heredoc]) -> Heredoc | None:

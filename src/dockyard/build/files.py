@@ -32,7 +32,7 @@ from dockyard.runtime.rootfs import open_in_root
 from dockyard.storage import layers
 
 __all__ = ["Ownership", "Source", "copy_into", "download", "extract_into", "glob_in_root",
-           "is_archive", "resolve_in_root"]
+           "is_archive", "make_dir", "resolve_in_root"]
 
 _TAR_FORMAT = tarfile.PAX_FORMAT
 
@@ -102,16 +102,38 @@ def _walk(path: str, rel: str = "") -> Iterator[str]:
             yield from _walk(entry.path, f"{rel}{entry.name}/")
 
 
-def _target_dir(root_fd: int, dest: str) -> int:
-    """An fd of the directory ``dest`` of the rootfs, made (with its parents) if missing."""
+def make_dir(root_fd: int, dest: str, owner: Ownership) -> int:
+    """An fd of the directory ``dest`` of the rootfs, made (with its parents) if missing;
+    with ``owner.uid``, those made are the owner's, as BuildKit makes them for ``COPY
+    --chown`` and ``WORKDIR`` after ``USER`` (the directories that were there keep
+    theirs)."""
+    parts = [p for p in dest.split("/") if p]
+    made = [path for path in ("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
+            if owner.uid is not None and not _exists_in_root(root_fd, path)]
     try:
         fd = open_in_root(root_fd, dest, create="dir")
     except NotADirectoryError:
-        raise InvalidArgument(f"cannot copy to {dest}: a part of it is not a directory") from None
+        raise InvalidArgument(f"cannot make the directory {dest}: a part of it is a "
+                              "file") from None
     if not stat.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
-        raise InvalidArgument(f"cannot copy to {dest}: it is not a directory")
+        raise InvalidArgument(f"cannot make the directory {dest}: it is a file")
+    for path in made:
+        dir_fd = sc.openat2(root_fd, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                            resolve=sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+        try:
+            os.fchown(dir_fd, owner.uid, owner.gid if owner.gid is not None else owner.uid)
+        finally:
+            os.close(dir_fd)
     return fd
+
+
+def _exists_in_root(root_fd: int, path: str) -> bool:
+    try:
+        os.close(open_in_root(root_fd, path))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
 
 
 def _is_dir_in_root(root_fd: int, path: str) -> bool:
@@ -150,7 +172,7 @@ def copy_into(root_fd: int, sources: Sequence[Source], dest: str, owner: Ownersh
                 else:
                     name = source.name if into_dir else posixpath.basename(dest.rstrip("/"))
                     _add(tf, source.path, name, owner)
-        dir_fd = _target_dir(root_fd, base)
+        dir_fd = make_dir(root_fd, base, owner)
         try:
             _unpack_spool(spool, dir_fd)
         finally:
@@ -181,7 +203,7 @@ def extract_into(root_fd: int, archive: str, dest: str, owner: Ownership, *,
                                    source.extractfile(member) if member.isreg() else None)
         except (tarfile.TarError, EOFError) as e:
             raise InvalidArgument(f"cannot unpack {posixpath.basename(archive)}: {e}") from None
-        dir_fd = _target_dir(root_fd, dest)
+        dir_fd = make_dir(root_fd, dest, owner)
         try:
             _unpack_spool(spool, dir_fd)
         finally:

@@ -22,7 +22,8 @@ import posixpath
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -37,13 +38,17 @@ if TYPE_CHECKING:
     from dockyard.oci.runtime import Spec
     from dockyard.storage.content import ContentStore
 
-__all__ = ["Layer", "Workspace", "chain_of", "clamp_times", "open_in", "owned", "run_process",
-           "sweep"]
+__all__ = ["Layer", "Workspace", "chain_of", "clamp_times", "kill", "open_in", "owned",
+           "run_process", "sweep"]
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # The prefix garbage collection knows for active snapshots of a (maybe dead) pid.
 _SNAPSHOT_PREFIX = "extract-"
+# One container created at a time by the stages' threads (they run at once after):
+# the cgroup v1 driver fills a new cpuset parent (``/dockyard``) after making it, and a
+# second create between the two copies its still empty CPUs (ENOSPC on attach).
+_CREATING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -331,10 +336,11 @@ def _store_gzip(content: ContentStore, tar: BinaryIO) -> Descriptor:
 
 
 def run_process(spec: Spec, runtime_root: str, bundle: str, container_id: str,
-                output_fd: int) -> int:
+                output_fd: int, *, admit: Callable[[str], None]) -> int:
     """Run the container of ``spec`` (its rootfs mounted already) to its end with its
-    stdout and stderr on ``output_fd`` and stdin empty; return its exit status. The
-    container is deleted after, whatever happened."""
+    stdout and stderr on ``output_fd`` and stdin empty; return its exit status.
+    ``admit(container_id)`` is called once it is created, before it starts: raising
+    there, it never starts. The container is deleted after, whatever happened."""
     from dockyard.oci.runtime import dump
     from dockyard.runtime.container import Runtime, Stdio
 
@@ -344,8 +350,10 @@ def run_process(spec: Spec, runtime_root: str, bundle: str, container_id: str,
     runtime = Runtime(runtime_root)
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        runtime.create(container_id, bundle, stdio=Stdio(null, output_fd, output_fd),
-                       reap=True)
+        with _CREATING:
+            runtime.create(container_id, bundle, stdio=Stdio(null, output_fd, output_fd),
+                           reap=True)
+        admit(container_id)
         runtime.start(container_id)
         return runtime.wait(container_id)
     finally:
@@ -353,3 +361,14 @@ def run_process(spec: Spec, runtime_root: str, bundle: str, container_id: str,
         with contextlib.suppress(NotFound):
             runtime.delete(container_id, force=True)
         shutil.rmtree(bundle, ignore_errors=True)
+
+
+def kill(runtime_root: str, container_id: str) -> None:
+    """SIGKILL the container ``container_id`` if it still runs (its ``run_process``
+    then returns, and deletes it)."""
+    import signal
+
+    from dockyard.runtime.container import Runtime
+
+    with contextlib.suppress(DockyardError, OSError):
+        Runtime(runtime_root).kill(container_id, signal.SIGKILL, all=True)

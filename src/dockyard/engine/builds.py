@@ -3,7 +3,7 @@ builder runs on, handed to it as a ``Backend`` (the builder imports no engine mo
 the image service of the root, the OCI spec of a RUN's container rendered as a
 container's is (``ocispec.render`` with the step's config and a host config of its
 network), the network namespace a RUN runs in, and the reading of a user in a rootfs
-for ``--chown``. The CLI and the API server both build through ``backend``.
+(``COPY --chown``, ``WORKDIR`` after ``USER``). The CLI and the API server both build through ``backend``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def _run_network(network: str, path: str) -> Iterator[str | None]:
 
 
 def _resolve_owner(rootfs: str, user: str) -> tuple[int, int]:
-    """``--chown``'s ids: a user without a group gets its uid as gid, as Docker's."""
+    """The ids of ``user[:group]`` in the rootfs, as a container's process gets them."""
     from dockyard.engine import ocispec
 
     resolved = ocispec.resolve_user(rootfs, user)
-    return resolved.uid, resolved.gid if ":" in user else resolved.uid
+    return resolved.uid, resolved.gid
