@@ -39,7 +39,8 @@ fi
 container_suite=(tests/interop/test_cli_containers.py tests/interop/test_cli_lifecycle.py
                  tests/interop/test_cli_containers_volumes.py tests/interop/test_cli_tty.py
                  tests/interop/test_cli_container_files.py tests/interop/test_cli_init.py
-                 tests/interop/test_cli_health.py)
+                 tests/interop/test_cli_health.py tests/interop/test_cli_events.py
+                 tests/interop/test_cli_volumes_from.py tests/interop/test_cli_network.py)
 
 # pytest's 5 means "no tests collected": for CI that is a broken suite, not a pass
 # (but PYTEST ARGS such as -k may select none of the container suite for its crun run).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from dockyard.engine.config import HostConfig, PortBinding
 from dockyard.engine.containers import ContainerService
 from dockyard.engine.networks import firewall_table, port_requests
 from dockyard.engine.options import RunFlags, networking_config, to_config
-from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.network import firewall
 from dockyard.network.ports import PortBinding as Publish
 
@@ -178,11 +179,38 @@ def test_an_idle_bridge_lingers_for_the_next_container_then_goes(
     first = _run(service, "true")
     service.wait(first)
     index = (link / "ifindex").read_text()
+    retirer = Path(service.runroot) / "network-retire.pid"
+    waiting = retirer.read_text()
+    started = time.time()
     second = _run(service, "true")  # the same bridge, not a new one
     assert (link / "ifindex").read_text() == index
     service.wait(second)
+    # The same process waits on, for a linger that starts at the last release.
+    assert retirer.read_text() == waiting
+    assert retirer.stat().st_mtime > started
     deadline = time.monotonic() + 10
     # No command runs: the detached process takes the bridge down, then its rules.
     while link.exists() or firewall.tables(firewall_table(service.root)):
         assert time.monotonic() < deadline, "the idle bridge stayed"
         time.sleep(0.1)
+
+
+def test_a_lock_held_too_long_fails_naming_its_holder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockyard.engine import networks
+
+    service = networks.NetworkService(str(tmp_path / "root"), str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen(["flock", str(tmp_path / "run" / "network.lock"), "-c",
+                               "echo held; exec sleep 30"], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(networks, "_LOCK_PATIENCE", 0.3)
+        with pytest.raises(Unavailable, match=rf"locked for 0s by process {holder.pid} "
+                                              r"\(flock "):
+            service.retire_idle()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # the sleep has the lock's fd too
+        holder.wait()
+    assert service.retire_idle() == []  # once it is free

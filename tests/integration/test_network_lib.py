@@ -597,3 +597,68 @@ def test_roots_applying_at_once_keep_their_own_rules(host):
     assert firewall.tables() == ["ip dockyard-r0", "ip dockyard-r2"]
     chain = nft("list", "chain", "ip", "filter", "FORWARD")
     assert [chain.count(f'comment "dockyard-r{n}"') for n in range(3)] == [2, 0, 2]
+
+
+@pytest.mark.parametrize("change", ["flush chain ip filter FORWARD",
+                                    "delete table ip filter"])
+def test_apply_survives_another_program_changing_the_chain_meanwhile(
+        host, monkeypatch, change):
+    """Another firewall that changes the foreign FORWARD chain between apply's reading
+    and its transaction (``iptables -F FORWARD``, a reload) fails that transaction:
+    apply writes it again from a new reading."""
+    def drop_chain() -> None:
+        subprocess.run(["nft", "-f", "-"], check=True, text=True, input=(
+            "table ip filter { chain FORWARD { type filter hook forward priority 0; "
+            "policy drop; }; }\n"))
+
+    drop_chain()
+    rules = Ruleset([NetworkRules("dytb0", [IPv4Network("10.88.0.0/24")])])
+    firewall.apply(rules)
+    assert nft("list", "chain", "ip", "filter", "FORWARD").count("dockyard") == 2
+    reading = firewall._forward_chains
+    readings = []
+
+    def then_changed(nft_ctx: object) -> dict[str, object]:
+        listing = reading(nft_ctx)  # type: ignore[arg-type]
+        readings.append(listing)
+        if len(readings) == 1:  # the other program, right after the first reading
+            nft(*change.split())
+        return listing
+
+    monkeypatch.setattr(firewall, "_forward_chains", then_changed)
+    firewall.apply(Ruleset([*rules.networks,
+                            NetworkRules("dytb1", [IPv4Network("10.88.1.0/24")])]))
+    assert len(readings) == 2  # the first transaction failed, the second did not
+    assert firewall.tables() == ["ip dockyard"]
+    assert 'iifname "dytb1"' in nft("list", "table", "ip", "dockyard")
+    if change.startswith("flush"):
+        assert nft("list", "chain", "ip", "filter", "FORWARD").count("dockyard") == 4
+    firewall.clear()
+    assert "dockyard" not in nft("list", "ruleset")
+
+
+def test_a_foreign_input_chain_with_policy_drop_lets_dns_through(host, boxes):
+    """Another firewall's INPUT drop: the containers of a network with an embedded DNS
+    server still reach it on the gateway (UDP and TCP 53), and nothing else."""
+    subprocess.run(["nft", "-f", "-"], check=True, text=True, input=(
+        "table ip filter { chain INPUT { type filter hook input priority 0; "
+        "policy drop; }; }\n"))
+    theirs = nft("list", "chain", "ip", "filter", "INPUT")
+    lan = Lan("dytb0", "10.88.0.0/24")
+    a = boxes()
+    lan.join(a, "dytva", "10.88.0.2")
+    with serving(None, lan.gateway, 53, "udp"), serving(None, lan.gateway, 53), \
+            serving(None, lan.gateway, 81):
+        firewall.apply(Ruleset([lan.rules()]))  # a network without DNS server
+        assert ask(a.path, lan.gateway, 53, "udp", timeout=0.3) == ""
+        firewall.apply(Ruleset([NetworkRules("dytb0", lan.subnets, dns=True)]))
+        assert ask(a.path, lan.gateway, 53, "udp") == "10.88.0.2"
+        assert ask(a.path, lan.gateway, 53) == "10.88.0.2"
+        assert ask(a.path, lan.gateway, 81, timeout=0.3) == ""
+        rules = subprocess.run(["iptables", "-S", "INPUT"], check=True, text=True,
+                               capture_output=True).stdout.splitlines()
+        assert "-A INPUT -d 10.88.0.0/24 -i dytb0 -p udp -m udp --dport 53 -m comment " \
+               "--comment dockyard -j ACCEPT" in rules
+        firewall.clear()
+        assert nft("list", "chain", "ip", "filter", "INPUT") == theirs
+        assert ask(a.path, lan.gateway, 53, "udp", timeout=0.3) == ""

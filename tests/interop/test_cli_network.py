@@ -271,14 +271,20 @@ def test_twenty_containers_get_distinct_addresses_that_stay(user: User) -> None:
 
 
 def test_links(user: User) -> None:
+    # The image's EXPOSE and ENV count, as the container's own.
+    user("create", "--name", "base", "busybox", "true")
+    user("commit", "-c", "EXPOSE 8080/udp", "-c", "ENV COLOR=blue", "base", "served")
     user("run", "-d", "--name", "server", "--expose", "80", "-e", "SECRET=s3",
-         "busybox", "sleep", "60")
+         "served", "sleep", "60")
     server_ip = _ip(user, "server")
     out = _sh(user, "--name", "client", "--link", "server:srv", "busybox", "sh", "-c",
               "grep srv /etc/hosts; env | grep ^SRV_ | sort").stdout.splitlines()
     assert out[0].split() == [server_ip, "srv", "server"]
-    assert out[1:] == ["SRV_ENV_SECRET=s3", "SRV_NAME=/client/srv",
+    assert out[1:] == ["SRV_ENV_COLOR=blue", "SRV_ENV_SECRET=s3", "SRV_NAME=/client/srv",
                        f"SRV_PORT=tcp://{server_ip}:80",
+                       f"SRV_PORT_8080_UDP=udp://{server_ip}:8080",
+                       f"SRV_PORT_8080_UDP_ADDR={server_ip}", "SRV_PORT_8080_UDP_PORT=8080",
+                       "SRV_PORT_8080_UDP_PROTO=udp",
                        f"SRV_PORT_80_TCP=tcp://{server_ip}:80",
                        f"SRV_PORT_80_TCP_ADDR={server_ip}", "SRV_PORT_80_TCP_PORT=80",
                        "SRV_PORT_80_TCP_PROTO=tcp"]
@@ -305,6 +311,11 @@ def test_nothing_left_after_rm_and_after_a_monitor_is_killed(user: User) -> None
     user.ids.add(cid)
     assert user.leftovers(), "a running container shows no link: the check sees nothing"
     user("rm", "-f", cid)
+    # The idle bridge lingers, with the process that retires it (its arguments name
+    # the roots): it still runs, so the reader of rm's output did not wait for it. The
+    # check stops it and takes the bridge down at once.
+    retirer = int((user.home / "run" / "network-retire.pid").read_text().split()[0])
+    assert str(user.home).encode() in Path(f"/proc/{retirer}/cmdline").read_bytes()
     assert user.leftovers() == []
     cid = user("run", "-d", "--network", "leaky", "-p", "80", "busybox", "sleep",
                "60").stdout.strip()
@@ -386,3 +397,68 @@ def test_publish_all_ipv6_and_a_fixed_mac(user: User) -> None:
               "ping6 -c1 -W2 both >/dev/null && echo v6 ok; cat /sys/class/net/eth0/address"
               ).stdout
     assert out == "v6 ok\n" + "02:42:0a:d3:0a:03\n"
+
+
+def test_names_of_every_network_a_container_is_on_and_dns_upstreams(
+        user: User, tmp_path: Path) -> None:
+    from dockyard.network import dns
+
+    # An upstream of our own on the host (the embedded servers run there): the --dns
+    # of two containers. It knows up.test, and fails every other name at once.
+    upstream = "127.211.99.1"
+    records, pidfile = tmp_path / "upstream.json", tmp_path / "upstream.pid"
+    dns.write_records(str(records), {"up.test": ["192.0.2.77"]}, [])
+    dns.start(str(records), [upstream], pidfile=str(pidfile))
+    try:
+        for third, name in ((30, "red"), (31, "blue"), (32, "green")):
+            user("network", "create", "--subnet", f"10.211.{third}.0/24", name)
+        user("run", "-d", "--name", "web", "--network", "blue", "busybox", "sleep", "60")
+        user("network", "connect", "green", "web")
+        user("run", "-d", "--name", "shy", "--network", "green", "busybox", "sleep", "60")
+        for box in ("multi", "solo"):
+            user("run", "-d", "--name", box, "--network", "red", "--dns", upstream,
+                 "busybox", "sleep", "60")
+        user("network", "connect", "blue", "multi")
+        assert user("exec", "multi", "cat", "/etc/resolv.conf").stdout.splitlines()[0:1] \
+            == ["nameserver 10.211.30.1"]
+        assert "nameserver " + upstream not in user("exec", "multi", "cat",
+                                                      "/etc/resolv.conf").stdout
+
+        def answer(box: str, name: str) -> str:
+            out = user("exec", box, "nslookup", name, ok=False).stdout
+            found = [line.split()[-1] for line in out.splitlines()[2:]
+                     if line.startswith("Address")]
+            return found[0] if found else ""
+
+        web, solo = _ip(user, "web", "blue"), _ip(user, "solo", "red")
+        # multi (red, blue) asks red's server: it answers blue's names too.
+        assert answer("multi", "web") == web
+        assert answer("multi", "web.blue") == web
+        assert answer("multi", "solo") == solo
+        assert answer("multi", "up.test") == "192.0.2.77"  # through its --dns
+        # Never the names of a network it is not on (shy: green, with web only).
+        assert answer("multi", "shy") == ""
+        # solo (red only) shares the server with multi, not multi's other networks.
+        assert answer("solo", "multi") == _ip(user, "multi", "red")
+        assert answer("solo", "web") == ""
+        assert answer("solo", "up.test") == "192.0.2.77"
+        # web (blue, green) asks blue's server, which answers green's names to it only.
+        assert answer("web", "shy") == _ip(user, "shy", "green")
+        assert answer("web", "multi") == _ip(user, "multi", "blue")
+    finally:
+        dns.stop(str(pidfile))
+
+
+def test_connecting_an_ipv6_network_to_a_running_ipv4_container(user: User) -> None:
+    user("network", "create", "--ipv6", "--subnet", "10.211.33.0/24", "--subnet",
+         "fd00:211:33::/64", "six")
+    user("run", "-d", "--name", "four", "busybox", "sleep", "60")  # the default bridge
+    assert "inet6" not in user("exec", "four", "ip", "-6", "-o", "addr", "show",
+                               "eth0").stdout
+    user("network", "connect", "six", "four")
+    assert "inet6 fd00:211:33::2/64" in user("exec", "four", "ip", "-6", "-o", "addr",
+                                             "show", "eth1").stdout
+    user("exec", "four", "ping6", "-c1", "-W2", "fd00:211:33::1")
+    # The interfaces made for IPv4 networks keep IPv6 off.
+    assert "inet6" not in user("exec", "four", "ip", "-6", "-o", "addr", "show",
+                               "eth0").stdout

@@ -69,3 +69,25 @@ def test_mutated_packets_parse_or_are_malformed(seed: int) -> None:
 ])
 def test_upstream_forms(text: str, expected: tuple[str, int]) -> None:
     assert dns._parse_upstream(text) == expected
+
+
+def test_a_clients_own_names_and_upstreams() -> None:
+    records = dns._Records.parse({
+        "records": {"web": ["172.18.0.2"], "multi": ["172.18.0.3"]},
+        "upstreams": ["192.0.2.1"], "search": ["front"],
+        "clients": {"172.18.0.3": {"records": {"db": ["172.19.0.2"], "web": ["10.9.9.9"]},
+                                   "upstreams": ["192.0.2.53:5353"]},
+                    "fd00:0::3": {"records": {"db": ["fd00:19::2"]}}}})
+    a = lambda ip: bytes(int(part) for part in ip.split("."))  # noqa: E731
+    assert records.lookup("db", "172.18.0.3") == ([a("172.19.0.2")], [])
+    assert records.lookup("db.front", "172.18.0.3") == ([a("172.19.0.2")], [])
+    assert records.lookup("web", "172.18.0.3") == ([a("172.18.0.2")], [])  # its network's first
+    assert records.lookup("db", "172.18.0.2") is None  # another container's
+    assert records.pointer("2.0.19.172.in-addr.arpa", "172.18.0.3") is not None
+    assert records.pointer("2.0.19.172.in-addr.arpa", "172.18.0.2") is None
+    assert records.upstreams("172.18.0.3") == [("192.0.2.53", 5353)]
+    assert records.upstreams("172.18.0.2") == [("192.0.2.1", 53)]
+    assert records.upstreams("fd00::3") == [("192.0.2.1", 53)]  # [] is the file's
+    assert records.clients == {"172.18.0.2", "172.18.0.3", "fd00::3"}
+    with pytest.raises(dns.InvalidArgument, match="invalid DNS client address"):
+        dns._Records.parse({"clients": {"web": {}}})

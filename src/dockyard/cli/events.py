@@ -30,6 +30,8 @@ class _Message(dict[str, Any]):
     """A message that templates may also address by its Go member names
     (``{{.Status}}``, ``{{.TimeNano}}``) while ``{{json .}}`` shows its JSON keys."""
 
+    go_struct = "*events.Message"
+
     def __contains__(self, key: object) -> bool:
         return super().__contains__(_GO_NAMES.get(str(key), key))
 

@@ -1023,6 +1023,11 @@ class _Executor:
                 raise _ExecError(node, f"can't evaluate field {name} in type {kind}")
             if i == len(names) - 1 and (len(args) > 1 or final is not _NO_FINAL):
                 raise _ExecError(node, f"{name} is not a method but has arguments")
+            # A mapping that stands for a Go struct (its ``go_struct`` names the type)
+            # has no member it lacks, where a map prints <no value>.
+            struct = getattr(receiver, "go_struct", None)
+            if struct is not None and name not in receiver:
+                raise _ExecError(node, f"can't evaluate field {name} in type {struct}")
             receiver = _member(receiver, name)
         if not names and (len(args) > 1 or final is not _NO_FINAL):
             raise _ExecError(node, f"can't give argument to non-function {node.source}")

@@ -3,7 +3,8 @@ builder runs on, handed to it as a ``Backend`` (the builder imports no engine mo
 the image service of the root, the OCI spec of a RUN's container rendered as a
 container's is (``ocispec.render`` with the step's config and a host config of its
 network), the network namespace a RUN runs in, and the reading of a user in a rootfs
-(``COPY --chown``, ``WORKDIR`` after ``USER``). The CLI and the API server both build through ``backend``.
+(``COPY --chown``, ``WORKDIR`` after ``USER``). The CLI and the API server both build
+through ``backend``.
 """
 
 from __future__ import annotations

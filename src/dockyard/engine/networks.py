@@ -27,14 +27,16 @@ is in use). A host-wide lock serialises that choice between roots.
 
 Each user network with a running container has its embedded DNS server
 (``dockyard.network.dns``), listening on the network's gateway: it answers the names,
-network aliases and hostnames of the containers on that network (and on the networks
-they share with it) only.
+network aliases and hostnames of the containers on that network, and to a container
+on several networks (by its address) those of its other networks too; it forwards a
+container's other queries to its ``--dns`` servers, or the host's.
 
 The layout (version 1)::
 
     RUNROOT/network.lock                  the lock of every networking change
     RUNROOT/firewall.applied              a digest of the ruleset last applied
     RUNROOT/network-retire.pid            the process that retires idle networks soon
+    RUNROOT/network-retiring.pid          that process once it is at work
     RUNROOT/network.log                   what that process could not do
     RUNROOT/networks/ID/records.json      the DNS records of a user network
     RUNROOT/networks/ID/dns.pid, dns.log  its DNS server
@@ -54,12 +56,23 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dockyard.engine.config import EndpointSettings, HostConfig
+from dockyard.engine.config import (
+    ContainerConfig,
+    EndpointSettings,
+    HostConfig,
+    load_container_config,
+)
 from dockyard.engine.db import DB_NAME, Database
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from dockyard.network.ports import PortBinding
@@ -81,7 +94,10 @@ _HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
           "ff02::2\tip6-allrouters\n")
 # How long an idle bridge waits for another container before it is deleted (seconds).
 _LINGER = 2.0
-_RETIRER = "network-retire.pid"
+# How long a command waits for a networking lock before it gives up (seconds).
+_LOCK_PATIENCE = 45.0
+_RETIRER = "network-retire.pid"    # the retirer that waits
+_RETIRING = "network-retiring.pid"  # the one at work, or ending
 # Docker's fallback when the host has no resolver a container can reach.
 _FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
 
@@ -163,10 +179,8 @@ class NetworkService:
                 self._depth -= 1
             return
         os.makedirs(self.runroot, exist_ok=True)
-        fd = os.open(os.path.join(self.runroot, "network.lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _flock(os.path.join(self.runroot, "network.lock"))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             self._depth = 1
             yield
         finally:
@@ -179,9 +193,8 @@ class NetworkService:
         """The host-wide lock under which a subnet is chosen and its bridge made, so
         that two roots never take the same one."""
         os.makedirs(os.path.dirname(_HOST_LOCK), exist_ok=True)
-        fd = os.open(_HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _flock(_HOST_LOCK)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -236,9 +249,10 @@ class NetworkService:
 
     def _containers_of(self, network_id: str) -> list[sqlite3.Row]:
         return self.db.query(
-            "SELECT endpoints.*, containers.name AS cname, containers.config AS config "
-            "FROM endpoints JOIN containers ON containers.id = endpoints.container_id "
-            "WHERE network_id = ? ORDER BY containers.name", (network_id,))
+            "SELECT endpoints.*, containers.name AS cname, containers.config AS config, "
+            "containers.host_config AS host_config FROM endpoints JOIN containers ON "
+            "containers.id = endpoints.container_id WHERE network_id = ? ORDER BY "
+            "containers.name", (network_id,))
 
     # --- create, inspect, list, remove ---------------------------------------------
 
@@ -674,32 +688,36 @@ class NetworkService:
         self._retire_soon()
 
     def _retire_soon(self) -> None:
-        """Start the detached process that retires the idle networks in a moment,
-        unless one is waiting already (its pidfile, which it removes under the lock
-        before it looks: we are under the lock too, so none is missed)."""
+        """Start the detached process that retires the idle networks in a moment
+        (``retire_later``), unless one is waiting already. We hold the lock: a waiting
+        one has not begun, so none is missed."""
         import subprocess
 
-        from dockyard.storage.durable import pid_alive
+        from dockyard.network import dns
 
         pidfile = os.path.join(self.runroot, _RETIRER)
-        pid = _read(pidfile).strip()
-        if pid.isdigit() and pid_alive(int(pid)):
+        if dns.running(pidfile) is not None:
+            # It waits until the last release is _LINGER old: this one, now.
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(pidfile)
             return
         # A new interpreter (SQLite's state of a database's locks does not survive a
-        # fork), in a session of its own and holding none of our files, so that a
-        # reader of our output does not wait for it. Not waited for: init reaps it.
-        # It sleeps before it imports anything, so that it costs nothing meanwhile.
+        # fork), in a session of its own and holding none of our files (close_fds:
+        # neither our lock nor the pipes of a reader of our output, who would wait for
+        # its end). Not waited for: init reaps it. It sleeps before it imports
+        # anything, so that it costs nothing meanwhile; its arguments name the roots,
+        # so that ``ps`` shows whose it is.
+        # What to take down if the root is removed meanwhile (a test's).
+        bridges = ",".join(row["bridge"] for row in self.db.query(
+            "SELECT bridge FROM networks WHERE bridge != ''"))
         process = subprocess.Popen(
-            [sys.executable, "-c", f"import time; time.sleep({_LINGER}); from "
-             "dockyard.engine.networks import retire_later; retire_later()"],
-            env={**os.environ, "DOCKYARD_ROOT": self.root, "DOCKYARD_RUNROOT": self.runroot,
-                 # What to take down if the root is removed meanwhile (a test's).
-                 "DOCKYARD_BRIDGES": ",".join(row["bridge"] for row in self.db.query(
-                     "SELECT bridge FROM networks WHERE bridge != ''"))},
+            [sys.executable, "-c", f"import sys, time; time.sleep({_LINGER}); from "
+             "dockyard.engine.networks import retire_later; retire_later(*sys.argv[1:])",
+             self.root, self.runroot],
+            env={**os.environ, "DOCKYARD_BRIDGES": bridges},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        with open(pidfile, "w") as f:
-            f.write(str(process.pid))
+            close_fds=True, start_new_session=True)
+        dns.record_pid(pidfile, process.pid)
 
     def _retire(self, row: sqlite3.Row) -> None:
         import shutil
@@ -714,7 +732,20 @@ class NetworkService:
 
     def retire_idle(self) -> list[str]:
         """Take down now the bridges (and DNS servers) of the networks no container
-        uses, which otherwise linger a moment (see ``_tidy``); their names."""
+        uses, which otherwise linger a moment (see ``_tidy``); their names. The process
+        that would have retired them later is stopped, and one that ends is waited
+        for: once this returns, no process of this root's networking runs but the DNS
+        servers of networks in use."""
+        from dockyard.network import dns
+
+        with self._locked():
+            # Under the lock, a retirer is either waiting (asleep, or for the lock) or
+            # done: stopping it loses nothing.
+            for name in (_RETIRER, _RETIRING):
+                dns.stop(os.path.join(self.runroot, name))
+            return self._retire_idle()
+
+    def _retire_idle(self) -> list[str]:
         retired = []
         with self._locked():
             for row in self.db.query("SELECT * FROM networks WHERE bridge != '' AND id NOT "
@@ -815,17 +846,21 @@ class NetworkService:
         if errors:
             raise errors[0]
 
-    def links(self, links: Sequence[str], linker: str
+    def links(self, links: Sequence[str], linker: str,
+              merged: Callable[[str], ContainerConfig] | None = None
               ) -> tuple[list[tuple[str, str, str]], list[str]]:
         """For ``HostConfig.Links`` (``NAME:ALIAS``) of container ``linker``: the
-        ``/etc/hosts`` entries (address, alias, name) and Docker's link variables.
-        A linked container must run."""
+        ``/etc/hosts`` entries (address, alias, name) and Docker's link variables,
+        from the ports the linked container exposes and its environment, as
+        ``merged(ID)`` gives them: with its image's (``EXPOSE``, ``ENV``), as Docker's
+        (the container's own only without ``merged``). A linked container must run."""
         entries, env = [], []
         for link in links:
             name, _, alias = link.partition(":")
             rows = self.db.query(
-                "SELECT containers.name AS name, containers.config AS config, endpoints.ip "
-                "AS ip FROM containers LEFT JOIN endpoints ON endpoints.container_id = "
+                "SELECT containers.id AS id, containers.name AS name, containers.config AS "
+                "config, endpoints.ip AS ip FROM containers LEFT JOIN endpoints ON "
+                "endpoints.container_id = "
                 "containers.id AND endpoints.active = 1 WHERE containers.name = ? OR "
                 "containers.id = ? ORDER BY endpoints.position", (name, name))
             if not rows:
@@ -833,11 +868,11 @@ class NetworkService:
             if not rows[0]["ip"]:
                 raise Conflict(f"Cannot link to a non running container: /{rows[0]['name']} "
                                f"AS /{linker}/{alias or name}")
-            config = json.loads(rows[0]["config"])
+            config = (merged(rows[0]["id"]) if merged is not None
+                      else load_container_config(rows[0]["config"]))
             entries.append((rows[0]["ip"], alias or name, rows[0]["name"]))
             env += _link_environment(alias or name, linker, rows[0]["ip"],
-                                     list(config.get("ExposedPorts") or {}),
-                                     config.get("Env") or [])
+                                     list(config.exposed_ports or {}), config.env or [])
         return entries, env
 
     # --- the ruleset ---------------------------------------------------------------
@@ -860,7 +895,8 @@ class NetworkService:
                 subnets=[ipaddress.ip_network(c["Subnet"])
                          for c in json.loads(row["ipam"]) if c["Subnet"]],
                 internal=bool(row["internal"]),
-                masquerade=options.get(_MASQUERADE_OPTION, "true") != "false"))
+                masquerade=options.get(_MASQUERADE_OPTION, "true") != "false",
+                dns=row["name"] not in _PREDEFINED))
             bridges[row["id"]] = row["bridge"]
         published = []
         for row in self.db.query(
@@ -886,67 +922,55 @@ class NetworkService:
         stamp = os.path.join(self.runroot, "firewall.applied")
         if _read(stamp) == digest:
             return
-        for attempt in range(3):
-            try:
-                firewall.apply(ruleset, table=firewall_table(self.root))
-                with open(stamp, "w") as f:
-                    f.write(digest)
-                return
-            except SystemFailure:
-                # apply reads the ruleset, then changes it: another firewall that
-                # removed a chain in between fails the transaction (nothing applied);
-                # a new reading is then right.
-                if attempt == 2:
-                    raise
+        firewall.apply(ruleset, table=firewall_table(self.root))
+        with open(stamp, "w") as f:
+            f.write(digest)
 
     # --- DNS -----------------------------------------------------------------------
 
     def _refresh_dns(self, start: Collection[str] = ()) -> None:
         """Rewrite the records of every user network with a running container (a
-        change on one network changes what the networks sharing a container with it
-        answer); start the servers of the networks ``start`` names."""
-        for row in self.db.query("SELECT * FROM networks WHERE driver = 'bridge' AND name "
-                                 "!= 'bridge' AND id IN (SELECT network_id FROM endpoints "
-                                 "WHERE active = 1)"):
-            self._write_dns(row, start=row["id"] in start)
-
-    def _write_dns(self, row: sqlite3.Row, *, start: bool = False) -> None:
+        change on one network changes what the containers it shares with others are
+        answered); start the servers of the networks ``start`` names."""
         from dockyard.network import dns
 
-        if row["name"] in _PREDEFINED:
-            return
-        # A container on several networks asks the server of its first one: that server
-        # answers for the networks its containers share too (its own names first).
-        shared = [network_id for (network_id,) in self.db.query(
-            "SELECT DISTINCT other.network_id FROM endpoints AS mine JOIN endpoints AS other "
-            "ON other.container_id = mine.container_id AND other.active = 1 JOIN networks "
-            "ON networks.id = other.network_id WHERE mine.network_id = ? AND mine.active = 1 "
-            "AND other.network_id != ? AND networks.name != 'bridge'",
-            (row["id"], row["id"]))]
-        records: dict[str, list[str]] = {}
-        for ep in [ep for network_id in (row["id"], *shared)
-                   for ep in self._containers_of(network_id)]:
-            if not ep["active"]:
-                continue
-            ips = [ip for ip in (ep["ip"], ep["ipv6"]) if ip]
-            config = json.loads(ep["config"])
-            names = [ep["cname"], ep["container_id"][:12], config.get("Hostname") or "",
-                     *json.loads(ep["aliases"])]
-            for name in names:
-                if name:
-                    records.setdefault(name.lower(), [])
-                    records[name.lower()] += [ip for ip in ips
-                                              if ip not in records[name.lower()]]
-        directory = os.path.join(self.runroot, "networks", row["id"])
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, "records.json")
+        rows = self.db.query("SELECT * FROM networks WHERE driver = 'bridge' AND name != "
+                             "'bridge' AND id IN (SELECT network_id FROM endpoints WHERE "
+                             "active = 1)")
+        members = {row["id"]: [ep for ep in self._containers_of(row["id"]) if ep["active"]]
+                   for row in rows}
+        names = {row["id"]: _dns_records(members[row["id"]]) for row in rows}
         resolv = _parse_resolv(_read("/etc/resolv.conf"))
-        # Docker's service-style names: NAME.NETWORK answers as NAME does.
-        dns.write_records(path, records, resolv["nameserver"],
-                          [row["name"].lower(), *resolv["search"]])
-        if start:
-            listen = [c["Gateway"] for c in json.loads(row["ipam"]) if c["Gateway"]]
-            dns.start(path, listen, pidfile=os.path.join(directory, "dns.pid"))
+        for row in rows:
+            # A container on several networks asks the server of its first one (its
+            # resolv.conf), which answers it, by its address there, the names of
+            # its other networks too (also as NAME.NETWORK), and no other container.
+            # Its --dns servers are its upstreams, as with Docker's resolver.
+            clients = {}
+            for ep in members[row["id"]]:
+                others: dict[str, list[str]] = {}
+                for other in rows:
+                    if other["id"] != row["id"] and any(
+                            o["container_id"] == ep["container_id"]
+                            for o in members[other["id"]]):
+                        suffix = "." + other["name"].lower()
+                        for name, ips in names[other["id"]].items():
+                            for key in (name, name + suffix):
+                                known = others.setdefault(key, [])
+                                known += [ip for ip in ips if ip not in known]
+                upstreams = json.loads(ep["host_config"] or "{}").get("Dns") or []
+                if others or upstreams:
+                    for address in filter(None, (ep["ip"], ep["ipv6"])):
+                        clients[address] = (others, upstreams)
+            directory = os.path.join(self.runroot, "networks", row["id"])
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, "records.json")
+            # Docker's service-style names: NAME.NETWORK answers as NAME does.
+            dns.write_records(path, names[row["id"]], resolv["nameserver"],
+                              [row["name"].lower(), *resolv["search"]], clients)
+            if row["id"] in start:
+                listen = [c["Gateway"] for c in json.loads(row["ipam"]) if c["Gateway"]]
+                dns.start(path, listen, pidfile=os.path.join(directory, "dns.pid"))
 
     # --- a container's files -------------------------------------------------------
 
@@ -981,7 +1005,7 @@ class NetworkService:
 
     def resolv_conf(self, cid: str, host: HostConfig) -> str:
         """The container's ``/etc/resolv.conf``: on a user network its embedded DNS
-        server (then ``--dns`` servers after it: they answer when it cannot); else
+        server only (which forwards to the ``--dns`` servers, as Docker's); else
         ``--dns``, or the host's resolvers but loopback ones (a container cannot reach
         them; the host's own network can), or Google's when none remain, as Docker.
         ``--dns-search`` and ``--dns-option`` replace the host's."""
@@ -989,7 +1013,7 @@ class NetworkService:
         servers = resolv["nameserver"]
         primary = next(iter(self.endpoints(cid)), None)
         if primary is not None and primary["nname"] != "bridge":
-            servers = [json.loads(primary["ipam"])[0]["Gateway"], *(host.dns or ())]
+            servers = [json.loads(primary["ipam"])[0]["Gateway"]]
         elif host.dns:
             servers = list(host.dns)
         elif host.network_mode != "host":
@@ -1103,12 +1127,15 @@ def _endpoint_id(ep: Mapping[str, Any]) -> str:
     return _short_hash(ep["container_id"], ep["network_id"], "endpoint")
 
 
-def retire_later() -> None:
+def retire_later(root: str, runroot: str) -> None:
     """What the detached process of ``NetworkService._retire_soon`` runs once it slept:
-    take down the networks of the root ``$DOCKYARD_ROOT`` (run root
-    ``$DOCKYARD_RUNROOT``) that are idle; a failure is logged in
-    ``RUNROOT/network.log``."""
-    root, runroot = os.environ["DOCKYARD_ROOT"], os.environ["DOCKYARD_RUNROOT"]
+    take down the idle networks of the root ``root`` (run root ``runroot``); a failure
+    is logged in ``RUNROOT/network.log``."""
+    with contextlib.suppress(FileNotFoundError):  # (no pidfile: the root is gone)
+        # A release since it was started made its pidfile new: the linger starts then.
+        while (idle := time.time() - os.stat(os.path.join(runroot, _RETIRER)).st_mtime
+               ) < _LINGER:
+            time.sleep(_LINGER - idle)
     if not os.path.exists(os.path.join(root, DB_NAME)):
         # The root was removed meanwhile (a test's, a benchmark's), its containers with
         # it: take down what it had on the host, and recreate nothing.
@@ -1123,13 +1150,74 @@ def retire_later() -> None:
     try:
         service = NetworkService(root, runroot)
         with service._locked():
+            # From now on a release starts another retirer; ``retire_idle`` still
+            # waits for this one's end.
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(runroot, _RETIRER))
-            service.retire_idle()
+                os.replace(os.path.join(runroot, _RETIRER),
+                           os.path.join(runroot, _RETIRING))
+            service._retire_idle()
     except Exception as e:
         with contextlib.suppress(OSError), \
                 open(os.path.join(runroot, "network.log"), "a") as log:
             log.write(f"{_now()} cannot retire the idle networks: {e}\n")
+
+
+def _flock(path: str) -> int:
+    """An fd of ``path`` (close-on-exec) holding its exclusive flock.
+
+    Every holder keeps the lock for a moment only (netlink, one nft transaction, the
+    start of a DNS server, all bounded), and no process it forks keeps the fd (each
+    closes its inherited fds, or is exec'd with close_fds). A wait longer than
+    ``_LOCK_PATIENCE`` is then a bug: it fails naming the holder, not hangs. Polled,
+    since a blocking flock cannot time out (SIGALRM is the main thread's only).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + _LOCK_PATIENCE
+    delay = 0.0005
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"{path} has been locked for "
+                                      f"{_LOCK_PATIENCE:.0f}s by {_holder(fd)}: if that "
+                                      "process hangs, kill it") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _holder(fd: int) -> str:
+    """Who holds the flock of the file of ``fd``, from /proc/locks."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in _read("/proc/locks").splitlines():
+        fields = line.split()
+        if fields[1:2] == ["FLOCK"] and fields[5:6] == [key] and fields[4].isdigit():
+            command = _read(f"/proc/{fields[4]}/cmdline").replace("\0", " ").strip()
+            # The pid is the locker's: a process it forked may hold the lock since.
+            return f"process {fields[4]} " + (f"({command})" if command else
+                                               "(gone: a child of it keeps the fd)")
+    return "another process"
+
+
+def _dns_records(endpoints: Sequence[sqlite3.Row]) -> dict[str, list[str]]:
+    """The DNS names of the containers of ``endpoints`` (rows of ``_containers_of``,
+    on one network) with their addresses there: name, short ID, hostname, aliases."""
+    records: dict[str, list[str]] = {}
+    for ep in endpoints:
+        ips = [ip for ip in (ep["ip"], ep["ipv6"]) if ip]
+        config = json.loads(ep["config"])
+        for name in (ep["cname"], ep["container_id"][:12], config.get("Hostname") or "",
+                     *json.loads(ep["aliases"])):
+            if name:
+                known = records.setdefault(name.lower(), [])
+                known += [ip for ip in ips if ip not in known]
+    return records
 
 
 def _loopback(server: str) -> bool:

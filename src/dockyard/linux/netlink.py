@@ -29,11 +29,14 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from typing import TypeVar
 
 from dockyard.linux import syscalls as sc
+
+T = TypeVar("T")
 
 # linux/netlink.h
 NLMSG_ERROR = 2
@@ -183,28 +186,36 @@ def _family(address: IPv4Address | IPv6Address) -> int:
     return socket.AF_INET if address.version == 4 else socket.AF_INET6
 
 
-def _open_in_netns(netns_fd: int) -> socket.socket:
-    """A netlink socket created inside the network namespace ``netns_fd``.
+def in_netns(netns_fd: int, function: Callable[[], T]) -> T:
+    """``function()``'s result, called in the network namespace ``netns_fd``.
 
-    ``setns`` moves only the calling thread: a thread of its own moves, opens the socket
-    and ends, so this process's other threads never leave their namespace, even on error.
+    ``setns`` moves only the calling thread: a thread of its own moves, calls and ends,
+    so this process's other threads never leave their namespace, even on error. What
+    the namespace of a task decides is then the namespace's: a socket made there, the
+    sysctls of /proc/sys/net opened there.
     """
-    result: list[socket.socket | BaseException] = []
+    result: list[T] = []
+    failure: list[BaseException] = []
 
-    def enter_and_open() -> None:
+    def enter_and_call() -> None:
         try:
             sc.setns(netns_fd, sc.CLONE_NEWNET)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                        socket.NETLINK_ROUTE))
+            result.append(function())
         except BaseException as e:
-            result.append(e)
+            failure.append(e)
 
-    thread = threading.Thread(target=enter_and_open, name="dockyard-netns")
+    thread = threading.Thread(target=enter_and_call, name="dockyard-netns")
     thread.start()
     thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
+    if failure:
+        raise failure[0]
     return result[0]
+
+
+def _open_in_netns(netns_fd: int) -> socket.socket:
+    """A netlink socket created inside the network namespace ``netns_fd``."""
+    return in_netns(netns_fd, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                                    socket.NETLINK_ROUTE))
 
 
 class RouteSocket:

@@ -29,7 +29,7 @@ from dockyard.errors import (
     PermissionDenied,
     SystemFailure,
 )
-from dockyard.linux.netlink import IFA_F_NODAD, RouteSocket
+from dockyard.linux.netlink import IFA_F_NODAD, RouteSocket, in_netns
 
 DEFAULT_BRIDGE = "dockyard0"
 VETH_PREFIX = "dy"
@@ -191,12 +191,25 @@ def _configure_inside(ns_fd: int, ifname: str,
         if link is None:
             raise SystemFailure(f"cannot configure {ifname} in the container's namespace: "
                                 "it is gone")
+        if any(address.version == 6 for address in addresses):
+            _enable_ipv6(ns_fd, ifname)
         for address in addresses:
             ns.add_address(link.index, address, _nodad(address))
         ns.set_link(link.index, up=True)
         for gateway in gateways:
             with _unless(errno.EEXIST):
                 ns.add_default_route(link.index, gateway)
+
+
+def _enable_ipv6(ns_fd: int, ifname: str) -> None:
+    """Turn IPv6 on for ``ifname`` in the namespace ``ns_fd``: a namespace made for
+    IPv4 networks only has it off for new interfaces (``default/disable_ipv6``), and a
+    network with IPv6 connected later needs it (an IPv6 address is refused there).
+
+    Netlink cannot set IPv6's sysctls: the file is written from inside.
+    """
+    in_netns(ns_fd, lambda: _write_sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6",
+                                          "0"))
 
 
 def detach(host_ifname: str) -> None:

@@ -10,7 +10,14 @@ mtime or size changes, and exits when it is deleted)::
 
     {"records": {"web": ["172.18.0.2", "fd00::2"], ...},
      "upstreams": ["192.168.1.1", "10.0.0.53:5353", "[fd00::53]:53"],
-     "search": ["example.org"]}
+     "search": ["example.org"],
+     "clients": {"172.18.0.3": {"records": {"db": ["172.19.0.2"]},
+                                "upstreams": ["192.0.2.53"]}}}
+
+``clients`` (optional) gives a client, by its source address, names of its own after
+the network's (a container on several networks asks the server of its first one: the
+names of its other networks are its own) and upstreams of its own (its ``--dns``, as
+Docker's resolver forwards to them); ``[]`` means the file's.
 
 What the server answers, like Docker's embedded resolver:
 
@@ -28,8 +35,8 @@ What the server answers, like Docker's embedded resolver:
   is sent truncated (TC, no records): the client asks again over TCP.
 - A packet that is not a query is dropped; a malformed query gets FORMERR, an opcode
   other than QUERY NOTIMP. No packet stops the server.
-- Only the network's containers (the addresses of its records) and the host itself (any
-  address of its own) are answered; others get REFUSED.
+- Only the network's containers (the addresses of its records, and ``clients``) and
+  the host itself (any address of its own) are answered; others get REFUSED.
   The gateway address is reachable from other networks and maybe other hosts: they
   must neither learn this network's names nor use the server as an open resolver
   (Docker's resolver, inside each container's namespace, has no such neighbours).
@@ -70,7 +77,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 
-__all__ = ["start", "stop", "write_records"]
+__all__ = ["record_pid", "running", "start", "stop", "write_records"]
 
 _TTL = 600  # Docker's
 _UPSTREAM_TIMEOUT = 2.0   # seconds for each upstream; resolvers give up after 5
@@ -256,72 +263,137 @@ def _parse_upstream(text: str) -> tuple[str, int]:
     return address, int(port)
 
 
+def _parse_names(records: object) -> tuple[dict[str, tuple[list[bytes], list[bytes]]],
+                                            dict[str, bytes]]:
+    """The (A, AAAA) rdata by name and the PTR rdata by reverse name of a records
+    mapping ``{name: [IP, ...]}``; raises InvalidArgument."""
+    if not (isinstance(records, dict) and all(isinstance(ips, list)
+                                              for ips in records.values())):
+        raise InvalidArgument("DNS records must be {name: [IP, ...]}")
+    addresses: dict[str, tuple[list[bytes], list[bytes]]] = {}
+    pointers: dict[str, bytes] = {}
+    for name, ips in records.items():
+        normal = _check_name(str(name), "name")
+        v4, v6 = addresses.setdefault(normal, ([], []))
+        for text in ips:
+            try:
+                ip = ipaddress.ip_address(text)
+            except ValueError:
+                raise InvalidArgument(f"invalid IP address {text!r} for the DNS name "
+                                      f"{name!r}") from None
+            (v4 if ip.version == 4 else v6).append(ip.packed)
+            pointers.setdefault(ip.reverse_pointer, _encode_name(normal))
+    return addresses, pointers
+
+
+class _View:
+    """What one client (or every client) is answered: names, and the upstreams."""
+
+    __slots__ = ("addresses", "pointers", "upstreams")
+
+    def __init__(self, records: object, upstreams: object) -> None:
+        self.addresses, self.pointers = _parse_names(records)
+        if not isinstance(upstreams, list):
+            raise InvalidArgument("DNS upstreams must be a list")
+        self.upstreams = [_parse_upstream(str(u)) for u in upstreams]
+
+
 class _Records:
     """What one version of the records file says, ready for lookups."""
 
-    __slots__ = ("addresses", "clients", "pointers", "search", "upstreams")
+    __slots__ = ("clients", "common", "search", "views")
 
-    def __init__(self, addresses: dict[str, tuple[list[bytes], list[bytes]]],
-                 pointers: dict[str, bytes], upstreams: list[tuple[str, int]],
-                 search: list[str]) -> None:
-        self.addresses = addresses  # name -> (A, AAAA) rdata
-        self.pointers = pointers    # reverse name ("2.0.18.172.in-addr.arpa") -> PTR rdata
-        self.upstreams = upstreams
+    def __init__(self, common: _View, views: dict[str, _View], search: list[str]) -> None:
+        self.common = common  # the network's names, for all its containers
+        self.views = views    # a client's own: its other networks' names, its upstreams
         self.search = search
         # The containers of the network, by the addresses the kernel reports for them.
         self.clients = {socket.inet_ntop(socket.AF_INET if len(rdata) == 4
                                          else socket.AF_INET6, rdata)
-                        for v4, v6 in addresses.values() for rdata in (*v4, *v6)}
+                        for v4, v6 in common.addresses.values()
+                        for rdata in (*v4, *v6)} | set(views)
 
     @classmethod
     def parse(cls, document: object) -> _Records:
         """The records of a records file's JSON ``document``; raises InvalidArgument."""
         if not isinstance(document, dict):
             raise InvalidArgument("a DNS records file must hold a JSON object")
-        records = document.get("records", {})
-        upstreams = document.get("upstreams", [])
         search = document.get("search", [])
-        if not (isinstance(records, dict) and isinstance(upstreams, list)
-                and isinstance(search, list)
-                and all(isinstance(ips, list) for ips in records.values())):
-            raise InvalidArgument("a DNS records file needs {name: [IP, ...]} records and "
-                                  "lists of upstreams and search domains")
-        addresses: dict[str, tuple[list[bytes], list[bytes]]] = {}
-        pointers: dict[str, bytes] = {}
-        for name, ips in records.items():
-            normal = _check_name(str(name), "name")
-            v4, v6 = addresses.setdefault(normal, ([], []))
-            for text in ips:
-                try:
-                    ip = ipaddress.ip_address(text)
-                except ValueError:
-                    raise InvalidArgument(f"invalid IP address {text!r} for the DNS name "
-                                          f"{name!r}") from None
-                (v4 if ip.version == 4 else v6).append(ip.packed)
-                pointers.setdefault(ip.reverse_pointer, _encode_name(normal))
-        return cls(addresses, pointers, [_parse_upstream(str(u)) for u in upstreams],
-                   [_check_name(str(d), "search domain") for d in search])
+        clients = document.get("clients", {})
+        if not (isinstance(search, list) and isinstance(clients, dict)
+                and all(isinstance(c, dict) for c in clients.values())):
+            raise InvalidArgument("a DNS records file needs {name: [IP, ...]} records, "
+                                  "lists of upstreams and search domains, and "
+                                  "{IP: {records, upstreams}} clients")
+        common = _View(document.get("records", {}), document.get("upstreams", []))
+        views = {}
+        for address, client in clients.items():
+            try:
+                key = str(ipaddress.ip_address(address))
+            except ValueError:
+                raise InvalidArgument(f"invalid DNS client address {address!r}") from None
+            view = _View(client.get("records", {}), client.get("upstreams", []))
+            if not view.upstreams:
+                view.upstreams = common.upstreams
+            views[key] = view
+        return cls(common, views, [_check_name(str(d), "search domain") for d in search])
 
-    def lookup(self, name: str) -> tuple[list[bytes], list[bytes]] | None:
-        """The (A, AAAA) rdata of ``name`` or of ``name`` less a search domain."""
-        found = self.addresses.get(name)
-        for domain in self.search:
-            if found is not None:
-                break
-            if name.endswith("." + domain):
-                found = self.addresses.get(name[:-len(domain) - 1])
-        return found
+    def view(self, client: str) -> _View | None:
+        """The client's own view, if it has one."""
+        return self.views.get(client)
+
+    def lookup(self, name: str, client: str) -> tuple[list[bytes], list[bytes]] | None:
+        """The (A, AAAA) rdata of ``name`` or of ``name`` less a search domain, among
+        the network's names, then the client's own."""
+        views = [self.common, *filter(None, [self.view(client)])]
+        candidates = [name, *(name[:-len(domain) - 1] for domain in self.search
+                              if name.endswith("." + domain))]
+        for candidate in candidates:
+            for view in views:
+                found = view.addresses.get(candidate)
+                if found is not None:
+                    return found
+        return None
+
+    def pointer(self, name: str, client: str) -> bytes | None:
+        """The PTR rdata of the reverse name ``name`` for ``client``."""
+        for view in (self.common, self.view(client)):
+            if view is not None and name in view.pointers:
+                return view.pointers[name]
+        return None
+
+    def upstreams(self, client: str) -> list[tuple[str, int]]:
+        """Where the client's other queries go."""
+        view = self.view(client)
+        return view.upstreams if view is not None else self.common.upstreams
+
+
+def _normal(records: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """``records`` with the names no DNS query can ask for left out, and names that
+    differ only in case merged."""
+    names: dict[str, list[str]] = {}
+    for name, ips in records.items():
+        normal = _dns_name(name)
+        if normal is not None:
+            merged = names.setdefault(normal, [])
+            merged += [ip for ip in ips if ip not in merged]
+    return names
 
 
 def write_records(path: str, records: Mapping[str, list[str]], upstreams: list[str],
-                  search: Iterable[str] = ()) -> None:
+                  search: Iterable[str] = (),
+                  clients: Mapping[str, tuple[Mapping[str, list[str]], list[str]]]
+                  | None = None) -> None:
     """Replace the records file at ``path`` atomically.
 
     ``records`` maps names (container names, aliases, short IDs) to their IPv4 and IPv6
     addresses; the first name listed with an address answers its PTR query.
     ``upstreams`` are the resolvers other names are forwarded to (``IP``, or
     ``IP:PORT`` / ``[IPv6]:PORT``); a name is also answered as ``name.DOMAIN`` for each
-    ``search`` domain. A running server reads the new file at its next query.
+    ``search`` domain. ``clients`` gives some clients, by address, more names (after
+    ``records``: those of the other networks a container is on) and upstreams of their
+    own (``[]``: ``upstreams``); a client's address is a container's on the network,
+    or one of ``clients``. A running server reads the new file at its next query.
 
     Names and search domains that no DNS query can ask for (``my alias``, ``a..b``: Docker
     takes them as container names and aliases) are left out, as Docker's resolver never
@@ -330,14 +402,13 @@ def write_records(path: str, records: Mapping[str, list[str]], upstreams: list[s
     """
     from dockyard.storage.durable import replace_file  # not needed by the server
 
-    names: dict[str, list[str]] = {}
-    for name, ips in records.items():
-        normal = _dns_name(name)
-        if normal is not None:
-            merged = names.setdefault(normal, [])
-            merged += [ip for ip in ips if ip not in merged]
     domains = [d for d in map(_dns_name, search) if d is not None]
-    document = {"records": names, "upstreams": list(upstreams), "search": domains}
+    document: dict[str, object] = {"records": _normal(records), "upstreams": list(upstreams),
+                                   "search": domains}
+    if clients:
+        document["clients"] = {address: {"records": _normal(names),
+                                         "upstreams": list(own)}
+                               for address, (names, own) in clients.items()}
     _Records.parse(document)  # refuse now what the server would refuse later
     replace_file(path, json.dumps(document, indent=1).encode() + b"\n")
 
@@ -487,7 +558,8 @@ class _Server:
         with open(self.records_path, "rb") as f:
             records = _Records.parse(json.loads(f.read()))
         # The upstreams that are this server: forwarding to them would loop.
-        records.upstreams = [u for u in records.upstreams if u not in self.own]
+        for view in (records.common, *records.views.values()):
+            view.upstreams = [u for u in view.upstreams if u not in self.own]
         return records
 
     def current(self) -> _Records:
@@ -522,9 +594,10 @@ class _Server:
             return None, _error(data, _NOTIMP)
         if query.name is None or query.qclass not in (_IN, _CLASS_ANY):
             return query, None
-        if query.qtype == _PTR and query.name in records.pointers:
-            return query, _answer(query, _NOERROR, [(_PTR, records.pointers[query.name])])
-        found = records.lookup(query.name)
+        pointer = records.pointer(query.name, client) if query.qtype == _PTR else None
+        if pointer is not None:
+            return query, _answer(query, _NOERROR, [(_PTR, pointer)])
+        found = records.lookup(query.name, client)
         if found is None:
             return query, None
         v4, v6 = found
@@ -535,15 +608,16 @@ class _Server:
             answers += [(_AAAA, rdata) for rdata in v6]
         return query, _answer(query, _NOERROR, answers)
 
-    def forward(self, query: _Query, data: bytes, tcp: bool) -> bytes | None:
-        """The upstreams' answer to ``data``, SERVFAIL if none answers, None if looping."""
+    def forward(self, query: _Query, data: bytes, tcp: bool, client: str) -> bytes | None:
+        """The answer of the upstreams of ``client`` to ``data``, SERVFAIL if none
+        answers, None if looping."""
         key = (query.id, query.question.lower())
         with self.forwarding_lock:
             if key in self.forwarding:
                 return None
             self.forwarding.add(key)
         try:
-            for upstream in self.records.upstreams:
+            for upstream in self.records.upstreams(client):
                 try:
                     reply = self._ask(upstream, data, tcp)
                 except OSError as e:
@@ -637,7 +711,7 @@ class _Server:
 
     def _forward_udp(self, sock: socket.socket, client: tuple[str, int], query: _Query,
                      data: bytes) -> None:
-        answer = self.forward(query, data, tcp=False)
+        answer = self.forward(query, data, tcp=False, client=client[0])
         if answer is not None:
             self._send_udp(sock, client, query, answer)
 
@@ -657,7 +731,7 @@ class _Server:
                 while (data := _read_message(stream)) is not None:
                     query, answer = self.local_answer(data, client)
                     if answer is None and query is not None:
-                        answer = self.forward(query, data, tcp=True)
+                        answer = self.forward(query, data, tcp=True, client=client)
                     if answer is None:
                         return
                     conn.sendall(_tcp_frame(answer))
@@ -689,8 +763,9 @@ def _serve(records_path: str, listen: list[str], port: int, ready: int) -> int:
 # -- the engine's side ------------------------------------------------------------------
 
 
-def _read_pidfile(pidfile: str) -> int | None:
-    """The pid of the live server recorded in ``pidfile`` (pid and start time), or None."""
+def running(pidfile: str) -> int | None:
+    """The pid of the live process recorded in ``pidfile`` (pid and start time, as
+    ``record_pid`` writes them), or None."""
     from dockyard.runtime.state import proc_start_time  # not needed by the server
 
     try:
@@ -711,12 +786,9 @@ def start(records_path: str, listen: list[str], *, port: int = 53, pidfile: str)
     (``Conflict`` when the port is taken). The server exits on SIGTERM or when the
     records file is deleted.
     """
-    from dockyard.runtime.state import proc_start_time
-    from dockyard.storage.durable import replace_file
-
-    running = _read_pidfile(pidfile)
-    if running is not None:
-        return running
+    server = running(pidfile)
+    if server is not None:
+        return server
     if not os.path.isfile(records_path):
         raise NotFound(f"no DNS records file {records_path}: write the records first")
     for address in listen:
@@ -759,12 +831,21 @@ def start(records_path: str, listen: list[str], *, port: int = 53, pidfile: str)
     kind, _, rest = message.partition(" ")
     if kind == "ok":
         server = int(rest)
-        replace_file(pidfile, f"{server} {proc_start_time(server)}\n".encode())
+        record_pid(pidfile, server)
         return server
     name, _, text = rest.partition(" ")
     error = {"Conflict": Conflict, "InvalidArgument": InvalidArgument}.get(name, SystemFailure)
     raise error(text or f"the DNS server of {records_path} exited before it listened: see "
                 f"{pidfile.removesuffix('.pid')}.log")
+
+
+def record_pid(pidfile: str, pid: int) -> None:
+    """Write ``pidfile`` for the process ``pid``: its pid and start time, so that a
+    pid reused meanwhile is never taken for it."""
+    from dockyard.runtime.state import proc_start_time
+    from dockyard.storage.durable import replace_file
+
+    replace_file(pidfile, f"{pid} {proc_start_time(pid)}\n".encode())
 
 
 def _read_report(fd: int) -> str:
@@ -783,16 +864,17 @@ def _read_report(fd: int) -> str:
 
 
 def stop(pidfile: str) -> None:
-    """Stop the server of ``pidfile`` (SIGTERM, then SIGKILL after a grace period) and
-    remove the pidfile; nothing happens when none runs."""
-    pid = _read_pidfile(pidfile)
+    """Stop the process of ``pidfile`` (a server's, or another one ``record_pid``
+    wrote) with SIGTERM, then SIGKILL after a grace period, wait for its end and remove
+    the pidfile; nothing happens when none runs."""
+    pid = running(pidfile)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             # A pidfd: its exit is seen even though it is not our child, and a pid
             # reused meanwhile is never signalled.
             pidfd = os.pidfd_open(pid)
             try:
-                if _read_pidfile(pidfile) == pid:
+                if running(pidfile) == pid:
                     signal.pidfd_send_signal(pidfd, signal.SIGTERM)
                     if not select.select([pidfd], [], [], _STOP_GRACE)[0]:
                         signal.pidfd_send_signal(pidfd, signal.SIGKILL)

@@ -15,6 +15,9 @@ would die there whatever dockyard's table says. Then, as podman's netavark does,
 name of dockyard's table as its comment, and removes them (and only them) when they are
 no longer needed. They match on interface names only, which iptables-nft can still
 list (``iptables -S FORWARD``: ``-i dockyard0 -m comment --comment dockyard -j ACCEPT``).
+Likewise an INPUT chain with policy drop would keep the containers of a user network
+from their embedded DNS server (on the gateway): it gets accept rules for UDP and TCP
+port 53 from the network's bridge to its subnet (``-i B -d S -p udp --dport 53``).
 
 What the rules do, per network (bridge B, subnet S) and published port::
 
@@ -36,6 +39,7 @@ port published on ``::1`` is not reachable; Docker needs its proxy for that.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 from collections.abc import Sequence
@@ -46,6 +50,10 @@ from typing import Any
 from dockyard.errors import InvalidArgument, PermissionDenied, SystemFailure
 
 TABLE = "dockyard"
+# Transactions tried while another program changes the foreign chains meanwhile.
+_ATTEMPTS = 5
+# The hooks of the foreign base chains whose policy drop needs accept rules of ours.
+_HOOKS = ("forward", "input")
 _FAMILIES = ("ip", "ip6")
 
 
@@ -57,6 +65,7 @@ class NetworkRules:
     subnets: Sequence[IPv4Network | IPv6Network]
     internal: bool = False
     masquerade: bool = True
+    dns: bool = False  # an embedded DNS server listens on its gateways
 
 
 @dataclass(frozen=True)
@@ -199,16 +208,16 @@ def _table(family: str, ruleset: Ruleset, table: str) -> list[str]:
     return [*lines, "}"]
 
 
-def _foreign_drop_chains(listing: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(family, table, chain) of the forward base chains with policy drop, in the
-    families dockyard's tables serve (ip, ip6, and inet, which covers both); dockyard's
-    own chains have policy accept."""
+def _foreign_drop_chains(listing: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(hook, family, table, chain) of the forward and input base chains with policy
+    drop, in the families dockyard's tables serve (ip, ip6, and inet, which covers
+    both); dockyard's own chains have policy accept."""
     found = []
     for item in listing.get("nftables", []):
         chain = item.get("chain")
-        if (chain and chain.get("hook") == "forward" and chain.get("policy") == "drop"
+        if (chain and chain.get("hook") in _HOOKS and chain.get("policy") == "drop"
                 and chain["family"] in ("ip", "ip6", "inet")):
-            found.append((chain["family"], chain["table"], chain["name"]))
+            found.append((chain["hook"], chain["family"], chain["table"], chain["name"]))
     return found
 
 
@@ -221,14 +230,22 @@ def _our_foreign_rules(listing: dict[str, Any],
             if r and r.get("comment") == table and r["table"] != table]
 
 
-def _foreign_accepts(ruleset: Ruleset) -> list[str]:
-    """The rules for a foreign FORWARD chain with policy drop: traffic from and to
-    dockyard's bridges that dockyard's own table lets through (its drops still hold,
-    since a drop in any chain is final)."""
+def _foreign_accepts(ruleset: Ruleset, hook: str, family: str) -> list[str]:
+    """The rules for a foreign chain of ``hook`` with policy drop. forward: traffic
+    from and to dockyard's bridges that dockyard's own table lets through (its drops
+    still hold, since a drop in any chain is final). input: DNS queries from a
+    network with an embedded DNS server to its gateway (the server listens on the
+    gateway's addresses, the only ones of the host in the subnet)."""
     rules = []
     for network in ruleset.networks:
         bridge = _quote(network.bridge)
-        if network.internal:
+        if hook == "input":
+            for subnet in network.subnets if network.dns else ():
+                version = "ip" if subnet.version == 4 else "ip6"
+                if family in ("inet", version):
+                    rules += [f"iifname {bridge} {version} daddr {subnet} {proto} dport 53 "
+                              "accept" for proto in ("udp", "tcp")]
+        elif network.internal:
             rules.append(f"iifname {bridge} oifname {bridge} accept")
         else:
             rules += [f"iifname {bridge} accept", f"oifname {bridge} accept"]
@@ -237,7 +254,7 @@ def _foreign_accepts(ruleset: Ruleset) -> list[str]:
 
 def script(ruleset: Ruleset, listing: dict[str, Any], table: str = TABLE) -> str:
     """The one nft transaction that makes the kernel's state ``ruleset``, given the
-    current ``listing`` of the others' forward chains (nft's JSON)."""
+    current ``listing`` of the others' forward and input chains (nft's JSON)."""
     _quote(table)
     lines: list[str] = []
     for family in _FAMILIES:
@@ -246,9 +263,9 @@ def script(ruleset: Ruleset, listing: dict[str, Any], table: str = TABLE) -> str
         lines += _table(family, ruleset, table)
     for family, owner, chain, handle in _our_foreign_rules(listing, table):
         lines.append(f"delete rule {family} {owner} {chain} handle {handle}")
-    accepts = _foreign_accepts(ruleset)
-    for family, owner, chain in _foreign_drop_chains(listing):
-        for rule in reversed(accepts):  # "insert" puts each before the previous one
+    for hook, family, owner, chain in _foreign_drop_chains(listing):
+        # "insert" puts each before the previous one
+        for rule in reversed(_foreign_accepts(ruleset, hook, family)):
             lines.append(f'insert rule {family} {owner} {chain} {rule} comment "{table}"')
     return "\n".join(lines) + "\n"
 
@@ -257,23 +274,43 @@ def apply(ruleset: Ruleset, *, table: str = TABLE) -> None:
     """Make ``table`` (in the ip and ip6 families) hold ``ruleset``, with its accept
     rules in any foreign FORWARD chain of policy drop, in one transaction;
     ``Ruleset()`` removes them all. A state root other than the default one uses a
-    table of its own, so that roots (tests) never replace each other's rules."""
+    table of its own, so that roots (tests) never replace each other's rules.
+
+    The transaction is written from a reading of the foreign chains (where our rules
+    are, by handle): another program that changes them in between (``iptables -F
+    FORWARD``, a firewall reloading) makes it fail, and a failed transaction changes
+    nothing. It is then written again from a new reading, as long as the readings
+    differ: a failure with nothing changed is reported.
+    """
     with _Nft() as nft:
-        nft.run(script(ruleset, _forward_chains(nft), table))
+        listing = _forward_chains(nft)
+        for _ in range(_ATTEMPTS):
+            try:
+                nft.run(script(ruleset, listing, table))
+                return
+            except SystemFailure:
+                again = _forward_chains(nft)
+                if again == listing:
+                    raise
+                listing = again
+    raise SystemFailure(f"cannot update the firewall (nftables): another program kept "
+                        f"changing its forward chains ({_ATTEMPTS} tries); try again")
 
 
 def _forward_chains(nft: _Nft) -> dict[str, Any]:
-    """The forward base chains of the other tables, with their rules, as ``list
-    ruleset`` would show them: where the accept rules go, and where old ones are. Only
+    """The forward and input base chains of the other tables, with their rules, as
+    ``list ruleset`` would show them: where the accept rules go, and where old ones are. Only
     those chains are listed: a host with a large ruleset (kubernetes) is not read
-    whole on each ``run``."""
+    whole on each ``run``. A chain deleted between the two readings is left out."""
     items = []
     for item in json.loads(nft.run("list chains") or "{}").get("nftables", []):
         chain = item.get("chain")
-        if chain and chain.get("hook") == "forward" and \
+        if chain and chain.get("hook") in _HOOKS and \
                 chain["family"] in ("ip", "ip6", "inet"):
-            listed = nft.run(f"list chain {chain['family']} {chain['table']} {chain['name']}")
-            items += json.loads(listed or "{}").get("nftables", [])
+            with contextlib.suppress(SystemFailure):
+                listed = nft.run(f"list chain {chain['family']} {chain['table']} "
+                                 f"{chain['name']}")
+                items += json.loads(listed or "{}").get("nftables", [])
     return {"nftables": items}
 
 
