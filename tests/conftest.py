@@ -16,6 +16,7 @@ because a runtime that leaks is a bug the test should show.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 import bundles
+from dockyard.linux import syscalls as sc
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -107,6 +109,9 @@ class Sandbox:
         return leaks
 
 
+_PR_GET_CHILD_SUBREAPER = 37
+
+
 def _rmdir_cgroup(path: Path) -> None:
     # A cgroup can only be removed once empty, and killed tasks leave it a moment
     # after SIGKILL; wait a little rather than leak it.
@@ -176,3 +181,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where nothing may be: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _no_subreaper_left() -> Iterator[None]:
+    """A test that runs containers in this process (``Runtime.create(reap=True)``, the
+    engine's ``exec``, a build step) makes it a child subreaper; left so, it would
+    adopt the orphans of later tests' commands (``exec -d``'s process) and never reap
+    them, and a container's init then waits in its exit for them for ever (a pid
+    namespace ends when all its processes are reaped). Undone after each test, and
+    what it adopted is reaped."""
+    yield
+    flag = ctypes.c_int()
+    sc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.addressof(flag))
+    if flag.value:
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 0)
+        reap_orphans()
+
+
+def reap_orphans() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass

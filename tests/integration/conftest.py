@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 
 import bundles
-from dockyard.linux import syscalls as sc
 from dockyard.oci import runtime as oci
 from dockyard.runtime import Runtime
 from dockyard.runtime.spec import default_spec
@@ -263,7 +262,7 @@ def api(sandbox: Any) -> Iterator[Runtime]:
     """A ``Runtime`` on this test's root; its containers are deleted after the test.
 
     ``create(..., reap=True)`` and ``exec`` make the test process a child subreaper;
-    that is undone after the test and every orphan it adopted is reaped.
+    that is undone after the test (``_no_subreaper_left`` in tests/conftest.py).
     """
     rt = Runtime(sandbox.roots / "api")
     try:
@@ -272,11 +271,3 @@ def api(sandbox: Any) -> Iterator[Runtime]:
         for record, _ in rt.list():
             with contextlib.suppress(Exception):
                 rt.delete(record.id, force=True)
-        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 0)
-        reap_orphans()
-
-
-def reap_orphans() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
