@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dockyard.cli.prompting import parse_bool, parse_filters
+from dockyard.cli.prompting import parse_bool, parse_filters, registries
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 def service(options: argparse.Namespace) -> Any:
     """The container service of the chosen root and run root."""
-    from dockyard.cli.images import registries
     from dockyard.engine.containers import ContainerService
 
     # $DOCKYARD_RUNTIME: the runtime of new containers (dockerd's --default-runtime).

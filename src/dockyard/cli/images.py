@@ -4,25 +4,14 @@ import, prune, login, logout and bootstrap, with docker's flags and output."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from dockyard.cli.formatting import ago, format_rows, human_size
-from dockyard.cli.prompting import confirm, parse_filters, write_archive
+from dockyard.cli.prompting import confirm, parse_filters, registries, write_archive
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as references
-
-
-def registries() -> Any:
-    """How registries are reached: ``$DOCKYARD_INSECURE_REGISTRIES`` lists the hosts
-    spoken to over plain HTTP besides loopback ones."""
-    from dockyard.engine.images import RegistryOptions
-
-    insecure = frozenset(filter(None, os.environ.get("DOCKYARD_INSECURE_REGISTRIES",
-                                                     "").split(",")))
-    return RegistryOptions(insecure=insecure)
 
 
 def service(options: argparse.Namespace) -> Any:

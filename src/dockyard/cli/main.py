@@ -10,12 +10,14 @@ codes: 125 for a bad command line, 1 for a failed command, 126 and 127 passed on
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from dockyard import __version__
 from dockyard.errors import DockyardError
@@ -206,8 +208,38 @@ def _resolve(words: list[str]) -> tuple[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``dockyard``; returns the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``dockyard``; returns the exit status, or, run as the program
+    (``argv`` None), exits with it (``_exit``)."""
+    if argv is None:
+        _exit(_command(sys.argv[1:]))
+    return _command(list(argv))
+
+
+def _exit(code: int) -> NoReturn:
+    """End the program with ``code``, without the interpreter's teardown.
+
+    That teardown (freeing every module and object of the command, and closing the
+    state database, which makes SQLite checkpoint its WAL into the database file with
+    fsyncs) took ~20 ms of a 100 ms ``exec``. Nothing is lost without it: every
+    transaction is committed (the WAL is part of the database; a later commit
+    checkpoints it once it grows), the exit handlers run (temporary directories...), threads other
+    than daemons are waited for, and our output is flushed.
+    """
+    # No threading module imported, no thread to wait for.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    os._exit(code)
+
+
+def _command(args: list[str]) -> int:
+    """Run the command line ``args``; its exit status."""
     debug = False
     try:
         head, words = _split(args)

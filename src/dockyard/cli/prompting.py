@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dockyard.errors import InvalidArgument
 
@@ -20,6 +20,16 @@ def parse_filters(values: list[str]) -> dict[str, list[str]]:
             raise InvalidArgument(f"bad format of filter (expected name=value): {value}")
         filters.setdefault(key.strip().lower(), []).append(wanted)
     return filters
+
+
+def registries() -> Any:
+    """How registries are reached: ``$DOCKYARD_INSECURE_REGISTRIES`` lists the hosts
+    spoken to over plain HTTP besides loopback ones."""
+    from dockyard.engine.config import RegistryOptions
+
+    insecure = frozenset(filter(None, os.environ.get("DOCKYARD_INSECURE_REGISTRIES",
+                                                     "").split(",")))
+    return RegistryOptions(insecure=insecure)
 
 
 def confirm(warning: str) -> bool:

@@ -47,6 +47,7 @@ __all__ = [
     "Mount",
     "NetworkingConfig",
     "PortBinding",
+    "RegistryOptions",
     "RestartPolicy",
     "TmpfsOptions",
     "Ulimit",
@@ -329,6 +330,21 @@ def normalize_capability(name: str) -> str:
     if upper not in _CAPABILITY_SET:
         raise InvalidArgument(f'unknown capability: "{upper}"')
     return upper
+
+
+class RegistryOptions(NamedTuple):
+    """How the image service reaches registries (here, beside the containers' options,
+    so that a command that makes a service pays no import of the image service).
+
+    ``insecure``: hosts (``host[:port]``) spoken to over plain HTTP, besides loopback
+    ones, which always are. ``auth_file``: Docker's ``config.json`` holding the
+    credentials of ``dockyard login`` (default ``~/.docker/config.json``).
+    ``max_downloads``: blobs fetched at once by one pull (Docker's default is 3).
+    """
+
+    insecure: frozenset[str] = frozenset()
+    auth_file: str | None = None
+    max_downloads: int = 3
 
 
 class BindSpec(NamedTuple):

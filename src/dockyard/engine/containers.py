@@ -54,11 +54,12 @@ import builtins
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import posixpath
+import random
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -72,18 +73,22 @@ from typing import TYPE_CHECKING, Any
 from dockyard.engine.config import ContainerConfig, HostConfig, parse_bind
 from dockyard.engine.db import Database
 from dockyard.engine.events import EventLog, container_attributes, log_path
-from dockyard.engine.networks import NetworkService, network_of_mode, port_requests
-from dockyard.engine.volumes import VolumeService
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.linux import syscalls as sc
 from dockyard.linux.mountinfo import is_mountpoint
 from dockyard.storage.durable import pid_alive
-from dockyard.volumes import ANONYMOUS_LABEL, anonymous_name
 
 if TYPE_CHECKING:
-    from dockyard.engine.config import EndpointSettings, NetworkingConfig, RestartPolicy
-    from dockyard.engine.images import RegistryOptions
+    from dockyard.engine.config import (
+        EndpointSettings,
+        NetworkingConfig,
+        RegistryOptions,
+        RestartPolicy,
+    )
+    from dockyard.engine.images import ImageService
+    from dockyard.engine.networks import NetworkService
     from dockyard.engine.ocispec import VolumeRequest
+    from dockyard.engine.volumes import VolumeService
     from dockyard.runtime.oci_runtime import RuntimeCommand
 
 __all__ = ["UNKNOWN_EXIT_CODE", "ContainerService", "LogEntry", "new_netns"]
@@ -176,19 +181,41 @@ class ContainerService:
     def __init__(self, root: str, runroot: str, *, storage_driver: str | None = None,
                  runtime: str | None = None, registries: RegistryOptions | None = None
                  ) -> None:
-        from dockyard.engine.images import ImageService
-
         self.default_runtime = runtime or None
         self.root = os.path.abspath(root)
         self.runroot = os.path.abspath(runroot)
-        self.images = ImageService(self.root, storage_driver=storage_driver,
-                                   registries=registries, in_use=self.image_in_use)
-        self.db: Database = self.images.db
-        self.volumes = VolumeService(self.root, in_use=self.volume_users)
-        self.networks = NetworkService(self.root, self.runroot, self.db)
+        self._storage_driver = storage_driver
+        self._registries = registries
+        self.db = Database(self.root)
         self.events = EventLog(self.root)
         self.runtime_root = os.path.join(self.runroot, "runtime")
         self._attached: set[str] = set()  # see run()
+
+    # The other services are made on first use: ``exec``, ``stop``, ``logs``... need
+    # none of their imports (~10 ms together, hashlib's among them).
+
+    @functools.cached_property
+    def images(self) -> ImageService:
+        """The image service, sharing our database."""
+        from dockyard.engine.images import ImageService
+
+        return ImageService(self.root, storage_driver=self._storage_driver,
+                            registries=self._registries, in_use=self.image_in_use,
+                            db=self.db)
+
+    @functools.cached_property
+    def volumes(self) -> VolumeService:
+        """The volume service; it asks us which containers use a volume."""
+        from dockyard.engine.volumes import VolumeService
+
+        return VolumeService(self.root, in_use=self.volume_users)
+
+    @functools.cached_property
+    def networks(self) -> NetworkService:
+        """The network service, sharing our database."""
+        from dockyard.engine.networks import NetworkService
+
+        return NetworkService(self.root, self.runroot, self.db)
 
     # --- paths ----------------------------------------------------------------------
 
@@ -275,10 +302,11 @@ class ContainerService:
 
     def _new_name(self) -> str:
         for _ in range(10):
-            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_SURNAMES)}"
+            pick = random.SystemRandom().choice  # secrets.choice, without hashlib's import
+            name = f"{pick(_ADJECTIVES)}_{pick(_SURNAMES)}"
             if not self.db.query("SELECT 1 FROM containers WHERE name = ?", (name,)):
                 return name
-        return f"dockyard_{secrets.token_hex(6)}"
+        return f"dockyard_{os.urandom(6).hex()}"
 
     # --- create ---------------------------------------------------------------------
 
@@ -314,9 +342,11 @@ class ContainerService:
         import msgspec
 
         from dockyard.engine import ocispec
+        from dockyard.engine.networks import network_of_mode
         from dockyard.oci.document import dump
         from dockyard.oci.image import load_config
         from dockyard.storage.snapshots import mount_all
+        from dockyard.volumes import ANONYMOUS_LABEL
 
         if not config.image:
             raise InvalidArgument("no image given: name the image to create the container "
@@ -363,7 +393,7 @@ class ContainerService:
         # anonymous volumes' names exist nowhere else, and ``volume_users`` looks there.
         document = {**json.loads(dump(config)), "MountPoints": points}
 
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         created, created_unix = _now()
         with self.db.transaction() as conn:
             name = name or self._new_name()
@@ -398,7 +428,7 @@ class ContainerService:
                         else merged.hostname or cid[:12])
 
             files = self._network_files(cid, host, hostname)
-            _, link_env = self.networks.links(host.links or (), name)
+            _, link_env = self.networks.links(host.links or (), name, self._merged_config)
             for raw in host.binds or ():
                 bind = parse_bind(raw)
                 if bind.type == "bind" and not os.path.exists(bind.source):
@@ -438,6 +468,8 @@ class ContainerService:
         """The volumes of ``volume_requests`` (a new anonymous name for each request
         without one) as the MountPoints the row records; ``_create`` makes those
         missing once the row names them."""
+        from dockyard.volumes import anonymous_name
+
         return [{"Name": request.name or anonymous_name(), "Destination": request.target,
                  "RW": not request.read_only, "Mode": "ro" if request.read_only else "",
                  "Anonymous": not request.name, "NoCopy": request.no_copy}
@@ -524,12 +556,15 @@ class ContainerService:
                 raise Conflict(f"cannot join network namespace of a non running container: "
                                f"{owner}")
         elif host.network_mode != "host":
+            endpoints = self.networks.endpoints(cid)
             if not is_mountpoint(self._netns(cid)):
-                new_netns(self._netns(cid), ipv6=any(
-                    ep["has_ipv6"] for ep in self.networks.endpoints(cid)))
+                new_netns(self._netns(cid), ipv6=any(ep["has_ipv6"] for ep in endpoints))
             exposed = merge_image_config(config, self._image_config(info["image_id"]))
-            self.networks.attach(cid, self._netns(cid),
-                                 port_requests(host, list(exposed.exposed_ports or {})))
+            from dockyard.engine.networks import port_requests
+
+            ports = port_requests(host, list(exposed.exposed_ports or {}))
+            if endpoints or ports:  # else (--network none) no veth, no ruleset to touch
+                self.networks.attach(cid, self._netns(cid), ports)
         self._refresh_network_files(cid, host)
 
     def _netns_owner(self, host: HostConfig) -> str:
@@ -903,13 +938,16 @@ class ContainerService:
         if info is None:
             raise NotFound(f"No such container: {id_or_name}")
         host = _load_host(info["host_config"])
+        from dockyard.engine.networks import network_of_mode
+
         if network_of_mode(host.network_mode) is None:
             raise Conflict("container sharing network namespace with another container or "
                            "host cannot be connected to any other network")
         return cid, host, info["state"] == "running"
 
     def _refresh_network_files(self, cid: str, host: HostConfig) -> None:
-        links, _ = self.networks.links(host.links or (), self._row(cid)["name"])
+        links, _ = self.networks.links(host.links or (), self._row(cid)["name"],
+                                       self._merged_config)
         hostname = _read_text(os.path.join(self._run_dir(cid), "hostname")) or cid[:12]
         self._network_files(cid, host, hostname.strip(), links)
 
@@ -941,8 +979,6 @@ class ContainerService:
         """
         import msgspec
 
-        from dockyard.engine import ocispec
-        from dockyard.engine.config import HostConfig
         from dockyard.oci import runtime as oci
 
         if not command:
@@ -950,6 +986,10 @@ class ContainerService:
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs "
                                   "to be an absolute path")
+        from dockyard.runtime.spawn import prime_cgroup_moves
+
+        # The process joins the container's cgroup ~10 ms from now: see the function.
+        prime_cgroup_moves()
         cid = self._running(id_or_name)
         runtime = self.runtime_of(cid)
         try:
@@ -969,6 +1009,8 @@ class ContainerService:
             env=list(variables.values()), cwd=workdir or base.cwd,
             console_size=oci.Box(height=console_size[0], width=console_size[1])
             if tty and console_size else None)
+        if user or privileged:
+            from dockyard.engine import ocispec  # only then: ~2 ms of imports
         if user:
             ids = ocispec.resolve_user(self._rootfs(cid), user)
             process.user = oci.User(uid=ids.uid, gid=ids.gid,
@@ -978,7 +1020,7 @@ class ContainerService:
             process.capabilities = oci.LinuxCapabilities(bounding=caps, effective=caps,
                                                          permitted=caps)
         row = self._row(cid)
-        exec_id = secrets.token_hex(32)
+        exec_id = os.urandom(32).hex()
         # Docker's action names the command as "ENTRYPOINT ARGS", a space even without
         # arguments.
         shown = f": {command[0]} {' '.join(command[1:])}"
@@ -1034,7 +1076,8 @@ class ContainerService:
     def _observe(self, row: Any) -> dict[str, Any] | None:
         """The row made true to the monitor's files; None if it was an interrupted
         create (then removed)."""
-        from dockyard.runtime import monitor
+        # Not the monitor module: ``ps`` and ``exec`` would import ~4 ms more for it.
+        from dockyard.runtime.monitor_files import monitor_alive, read_exit
 
         info = dict(row)
         info["restarting"] = info["paused"] = False
@@ -1050,7 +1093,7 @@ class ContainerService:
             # A start killed half way (``start`` marks the row with its pid): the
             # container runs if its monitor does; else what the start took is given back.
             changes = {"pid": 0}
-            if monitor.monitor_alive(state_dir):
+            if monitor_alive(state_dir):
                 changes = {"state": "running", "pid": self._live_pid(info["id"]),
                            "started_at": _now()[0], "finished_at": ""}
             else:
@@ -1062,8 +1105,8 @@ class ContainerService:
             info.update(changes)
         if info["state"] != "running":
             return info
-        status = monitor.read_exit(state_dir) if os.path.exists(state_dir) else None
-        alive = monitor.monitor_alive(state_dir)
+        status = read_exit(state_dir) if os.path.exists(state_dir) else None
+        alive = monitor_alive(state_dir)
         if alive and (status is None or status.restarting):
             if status is not None:
                 info["restarting"] = True
@@ -1282,6 +1325,14 @@ class ContainerService:
                    "Destination": point["Destination"], "Driver": "local",
                    "Mode": point["Mode"], "RW": point["RW"], "Propagation": ""}
                   for point in _mount_points(info["config"]))]
+
+    def _merged_config(self, cid: str) -> ContainerConfig:
+        """The container's ``Config`` with its image's defaults (EXPOSE, ENV...)."""
+        from dockyard.engine.ocispec import merge_image_config
+
+        row = self._row(cid)
+        return merge_image_config(_load_config(row["config"]),
+                                  self._image_config(row["image_id"]))
 
     def _image_config(self, image_id: str) -> Any:
         from dockyard.oci.image import load_config
@@ -1844,44 +1895,41 @@ def _write(path: str, data: bytes) -> None:
 def new_netns(path: str, *, ipv6: bool = True) -> None:
     """A new network namespace with its loopback up, kept by a bind mount on ``path``.
 
-    A forked child unshares its network namespace (the parent's threads, if any, are
-    not in the child), brings ``lo`` up there with the SIOCSIFFLAGS ioctl and binds
-    its /proc/self/ns/net on ``path``: the child shares our mount namespace, so the
-    bind is ours, and it keeps the namespace alive after the child exits. Without
+    A short-lived thread unshares its network namespace (a thread's own: the process's
+    other threads stay where they are, and no fork of the whole interpreter is paid),
+    brings ``lo`` up there with the SIOCSIFFLAGS ioctl and binds its
+    /proc/thread-self/ns/net on ``path``: the thread shares our mount namespace, so the
+    bind is ours, and it keeps the namespace alive after the thread ends. Without
     ``ipv6``, the interfaces made there later have IPv6 off (as Docker's on a network
     without IPv6: no link-local address, no router solicitations); ``lo`` keeps ::1.
     """
+    import threading
+
     with open(path, "a"):
         pass
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (child)
-        code = 1
+    failure: list[BaseException] = []
+
+    def make() -> None:
         try:
-            os.close(r)
             sc.unshare(sc.CLONE_NEWNET)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 flags = _IFREQ.unpack(fcntl.ioctl(s, _SIOCGIFFLAGS,
                                                   _IFREQ.pack(b"lo", 0)))[1]
                 fcntl.ioctl(s, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
             if not ipv6:
-                # /proc/sys/net is the namespace of the task that opens it: ours now.
+                # /proc/sys/net is the namespace of the task that opens it: this thread's.
                 with contextlib.suppress(FileNotFoundError), \
                         open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
                     f.write("1")
-            sc.mount("/proc/self/ns/net", path, None, sc.MS_BIND)
-            code = 0
+            sc.mount("/proc/thread-self/ns/net", path, None, sc.MS_BIND)
         except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.write(w, str(e).encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    try:
-        message = os.read(r, 4096).decode(errors="replace")
-    finally:
-        os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise SystemFailure(f"cannot create the container's network namespace: {message}")
+            failure.append(e)
+
+    # The thread ends right after, and its namespace with it but for the bind.
+    thread = threading.Thread(target=make, name="netns")
+    thread.start()
+    thread.join()
+    if failure:
+        raise SystemFailure(f"cannot create the container's network namespace: "
+                            f"{failure[0]}")
 

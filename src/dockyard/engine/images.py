@@ -41,10 +41,11 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+import msgspec
+
+from dockyard.engine.config import RegistryOptions
 from dockyard.engine.db import Database
 from dockyard.engine.events import EventLog
 from dockyard.engine.progress import Event, Progress, Status, short_id
@@ -73,13 +74,12 @@ from dockyard.oci.image import (
 )
 from dockyard.storage.content import ContentStore
 from dockyard.storage.durable import pid_alive
-from dockyard.storage.layers import (
-    Assumptions,
-    LowerLayersNeeded,
-    apply_layer,
-    apply_layer_apart,
-)
 from dockyard.storage.snapshots import Kind, Mount, Snapshotter, choose
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from dockyard.storage.layers import Assumptions
 
 _CHUNK = 1 << 20
 # Attempts per blob: a dropped connection resumes from what the ingest holds.
@@ -91,24 +91,9 @@ _HEX_ID = re.compile(r"[0-9a-f]{1,64}")
 _FILTERS = frozenset({"dangling", "reference", "label", "before", "since"})
 
 
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How the service reaches registries.
-
-    ``insecure``: hosts (``host[:port]``) spoken to over plain HTTP, besides loopback
-    ones, which always are. ``auth_file``: Docker's ``config.json`` holding the
-    credentials of ``dockyard login`` (default ``~/.docker/config.json``).
-    ``max_downloads``: blobs fetched at once by one pull (Docker's default is 3).
-    """
-
-    insecure: frozenset[str] = frozenset()
-    auth_file: str | None = None
-    max_downloads: int = 3
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What a pull (or ``add_image``) recorded."""
+class ImageInfo(msgspec.Struct, frozen=True):
+    """What a pull (or ``add_image``) recorded. (These records are msgspec Structs,
+    not dataclasses: a dataclass costs every command that imports this ~0.4 ms.)"""
 
     id: str
     reference: str
@@ -118,8 +103,7 @@ class ImageInfo:
     size: int
 
 
-@dataclass(frozen=True)
-class ImageSummary:
+class ImageSummary(msgspec.Struct, frozen=True):
     """One line of ``dockyard images``, as Docker's ``ImageSummary``."""
 
     id: str
@@ -127,7 +111,7 @@ class ImageSummary:
     repo_digests: tuple[str, ...]
     created: int
     size: int
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = {}  # a new one for each instance
 
 
 class _Reporter:
@@ -185,8 +169,7 @@ class _Counting:
         return self._raw.seek(pos, whence)
 
 
-@dataclass(frozen=True)
-class _Pulled:
+class _Pulled(msgspec.Struct, frozen=True):
     """What ``_store_image`` records of one image."""
 
     manifest_data: bytes
@@ -200,8 +183,7 @@ class _Pulled:
     source: tuple[str, str] | None  # (registry, repository) the blobs came from
 
 
-@dataclass(frozen=True)
-class _Staged:
+class _Staged(msgspec.Struct, frozen=True):
     """A layer unpacked apart from the layers below it, waiting to be adopted."""
 
     directory: str
@@ -268,14 +250,16 @@ class ImageService:
 
     ``storage_driver`` is ``overlay`` or ``vfs`` (default: overlay where it works).
     ``in_use(image_id)`` says whether a container uses an image: such an image is not
-    removed without ``force`` (the container service will provide it).
+    removed without ``force`` (the container service will provide it). ``db`` is the
+    root's state database when the caller has it open already.
     """
 
     def __init__(self, root: str, *, storage_driver: str | None = None,
                  registries: RegistryOptions | None = None,
-                 in_use: Callable[[str], bool] | None = None) -> None:
+                 in_use: Callable[[str], bool] | None = None,
+                 db: Database | None = None) -> None:
         self.root = os.path.abspath(root)
-        self.db = Database(self.root)
+        self.db = db or Database(self.root)
         self.content = ContentStore(os.path.join(self.root, "content"))
         self.snapshots: Snapshotter = choose(os.path.join(self.root, "snapshots"),
                                              storage_driver)
@@ -415,6 +399,9 @@ class ImageService:
         (vfs, or a layer that needs the layers below), a layer is unpacked in order over
         its committed parent, as soon as it and those below it are in.
         """
+        # Here, not at the top: concurrent.futures (and logging) cost `run` ~3 ms.
+        from concurrent.futures import ThreadPoolExecutor
+
         apart = self.snapshots.stores_diffs
         stop = threading.Event()
         # Every staging started, so that a failed pull removes those it did not adopt.
@@ -482,6 +469,8 @@ class ImageService:
         then unpacked in order. Found out while unpacking, not by a look at the layer
         first: that would inflate every layer twice, where this costs only the part
         done, and only for such a layer."""
+        from dockyard.storage.layers import LowerLayersNeeded, apply_layer_apart
+
         directory = self.snapshots.stage()
         try:
             with self._layer_stream(desc, report) as stream:
@@ -540,6 +529,10 @@ class ImageService:
                             parent: str | None, report: Callable[[Event], None]) -> int:
         """Unpack the layer into a new active snapshot over ``parent`` and commit it as
         ``chain``; return the layer's size."""
+        # Here and in _stage, not at the top: layer code (tarfile, gzip) is not on the
+        # path of `run`.
+        from dockyard.storage.layers import apply_layer
+
         key = f"{_EXTRACT_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         target, lowers = _apply_target(self.snapshots.prepare(key, parent))
         try:

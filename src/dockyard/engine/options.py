@@ -23,9 +23,10 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TypeVar
+
+import msgspec
 
 from dockyard.engine.config import (
     PROPAGATIONS,
@@ -72,16 +73,17 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-@dataclass
-class RunFlags:
+class RunFlags(msgspec.Struct):
     """The flags of ``docker run`` that shape a container, as the user typed them.
 
     Repeatable flags are lists in the order given; a flag left out is ``None`` (or an
     empty list). ``entrypoint=""`` is ``--entrypoint ""``: it resets the image's.
+    A ``msgspec.Struct`` (each instance gets its own empty lists): the dataclass of these
+    80 fields took ``run`` ~4 ms to build at import.
     """
 
     image: str = ""
-    command: list[str] = field(default_factory=list)
+    command: list[str] = []
     entrypoint: str | None = None
     user: str | None = None
     workdir: str | None = None
@@ -89,11 +91,11 @@ class RunFlags:
     domainname: str | None = None
     tty: bool = False
     interactive: bool = False
-    env: list[str] = field(default_factory=list)
-    env_file: list[str] = field(default_factory=list)
-    label: list[str] = field(default_factory=list)
-    label_file: list[str] = field(default_factory=list)
-    expose: list[str] = field(default_factory=list)
+    env: list[str] = []
+    env_file: list[str] = []
+    label: list[str] = []
+    label_file: list[str] = []
+    expose: list[str] = []
     stop_signal: str | None = None
     stop_timeout: int | None = None
     # Resources.
@@ -111,37 +113,37 @@ class RunFlags:
     blkio_weight: int | None = None
     oom_kill_disable: bool = False
     oom_score_adj: int | None = None
-    ulimit: list[str] = field(default_factory=list)
+    ulimit: list[str] = []
     # Filesystems and devices.
-    volume: list[str] = field(default_factory=list)
-    mount: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
-    device: list[str] = field(default_factory=list)
-    device_cgroup_rule: list[str] = field(default_factory=list)
+    volume: list[str] = []
+    mount: list[str] = []
+    tmpfs: list[str] = []
+    device: list[str] = []
+    device_cgroup_rule: list[str] = []
     read_only: bool = False
     volume_driver: str | None = None
-    volumes_from: list[str] = field(default_factory=list)
+    volumes_from: list[str] = []
     # Privileges.
     privileged: bool = False
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
-    group_add: list[str] = field(default_factory=list)
-    sysctl: list[str] = field(default_factory=list)
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
+    security_opt: list[str] = []
+    group_add: list[str] = []
+    sysctl: list[str] = []
     init: bool = False
     # Namespaces and network.
     network: str | None = None
-    add_host: list[str] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    dns_option: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    publish: list[str] = field(default_factory=list)
+    add_host: list[str] = []
+    dns: list[str] = []
+    dns_option: list[str] = []
+    dns_search: list[str] = []
+    publish: list[str] = []
     publish_all: bool = False
-    network_alias: list[str] = field(default_factory=list)
+    network_alias: list[str] = []
     ip: str | None = None
     ip6: str | None = None
     mac_address: str | None = None
-    link: list[str] = field(default_factory=list)
+    link: list[str] = []
     ipc: str | None = None
     pid: str | None = None
     uts: str | None = None
@@ -152,7 +154,7 @@ class RunFlags:
     rm: bool = False
     runtime: str | None = None
     log_driver: str | None = None
-    log_opt: list[str] = field(default_factory=list)
+    log_opt: list[str] = []
     # Health check.
     health_cmd: str | None = None
     health_interval: str | None = None

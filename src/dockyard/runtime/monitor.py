@@ -108,12 +108,17 @@ from dockyard.linux import syscalls as sc
 from dockyard.runtime import eventlog
 from dockyard.runtime.container import Stdio
 from dockyard.runtime.logfile import DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, JsonFileLog, rfc3339nano
+from dockyard.runtime.monitor_files import (
+    EXIT_FILE,
+    PID_FILE,
+    ExitStatus,
+    monitor_alive,
+    read_exit,
+)
 from dockyard.runtime.oci_runtime import BUILTIN, open_runtime
 from dockyard.runtime.state import proc_start_time
 from dockyard.runtime.terminal import Terminal
 
-PID_FILE = "monitor.pid"
-EXIT_FILE = "exit.json"
 HEALTH_FILE = "health.json"
 ATTACH_SOCKET = "attach.sock"
 ERROR_FILE = "monitor.log"
@@ -125,6 +130,7 @@ MAX_FRAME = 1 << 20
 MAX_BUFFER = 1 << 20
 
 _PR_GET_CHILD_SUBREAPER = 37
+_TRIM_AFTER = 0.05  # seconds after the start before M gives its free memory back
 _RESTART_FIRST_DELAY = 0.1
 _RESTART_MAX_DELAY = 60.0
 _RESTART_RESET_AFTER = 10.0
@@ -239,20 +245,6 @@ class MonitorSpec:
 
 
 @dataclass(frozen=True)
-class ExitStatus:
-    """One exit of the container (``exit.json``)."""
-
-    exit_code: int           # the process's code, or 128 + the signal that killed it
-    signal: int | None       # the signal that killed it
-    oom_killed: bool         # the OOM killer killed a process of the container
-    started_at: str          # RFC3339Nano, UTC
-    finished_at: str
-    restarts: int = 0        # how many times the monitor started it again so far
-    restarting: bool = False  # the monitor will start it again
-    stop_requested: bool = False
-
-
-@dataclass(frozen=True)
 class MonitorHandle:
     """The engine's handle on a started monitor."""
 
@@ -301,7 +293,11 @@ def start_monitor(spec: MonitorSpec) -> MonitorHandle:
     """
     # Imported before the fork: the monitor then shares the runtime's creation code
     # with the caller (copy on write) instead of importing its own copy.
-    from dockyard.runtime import spawn  # noqa: F401
+    from dockyard.runtime import spawn
+
+    # Whatever the runtime, its move of the init into the container's cgroup comes in
+    # ~10 ms (the forks below, the monitor's setup): the wait it would pay starts now.
+    spawn.prime_cgroup_moves()
 
     os.makedirs(spec.state_dir, mode=0o711, exist_ok=True)
     if monitor_alive(spec.state_dir):
@@ -351,27 +347,6 @@ def read_health(state_dir: str) -> dict[str, object] | None:
     except (FileNotFoundError, ValueError):
         return None
     return health if isinstance(health, dict) else None
-
-
-def read_exit(state_dir: str) -> ExitStatus | None:
-    """The container's last exit as the monitor recorded it, or None if none was."""
-    try:
-        with open(os.path.join(state_dir, EXIT_FILE), "rb") as f:
-            return ExitStatus(**json.loads(f.read()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as e:
-        raise InvalidArgument(f"{state_dir}/{EXIT_FILE} is corrupt: {e}") from None
-
-
-def monitor_alive(state_dir: str) -> bool:
-    """Whether the monitor recorded in ``state_dir`` still runs (pid and start time)."""
-    try:
-        with open(os.path.join(state_dir, PID_FILE)) as f:
-            pid, start = (int(word) for word in f.read().split())
-    except (FileNotFoundError, ValueError):
-        return False
-    return proc_start_time(pid) == start
 
 
 def attach(state_dir: str) -> socket.socket:
@@ -675,6 +650,7 @@ class _Monitor:
         self.health_at: float | None = None  # when the next probe runs
         self.probe: _Probe | None = None
         self.probe_process: Any = None
+        self.trim_at: float | None = None  # when M gives its free memory back
 
     # -- setup and the loop ------------------------------------------------------------
 
@@ -700,7 +676,9 @@ class _Monitor:
         os.write(self.report, f"ok {os.getpid()}".encode())
         os.close(self.report)
         self.reported = True
-        _return_free_memory()
+        # Once the container has run a moment: one that ends at once (``run --rm IMAGE
+        # true``) has its exit handled without the ~3 ms of this in the way.
+        self.trim_at = time.monotonic() + _TRIM_AFTER
         while not self.done:
             self._poll_once()
         with contextlib.suppress(FileNotFoundError):
@@ -713,7 +691,7 @@ class _Monitor:
     def _poll_once(self) -> None:
         probe_deadline = self.probe.deadline if self.probe is not None else None
         deadlines = [t for t in (self.kill_at, self.restart_at, self.health_at,
-                                 probe_deadline) if t is not None]
+                                 probe_deadline, self.trim_at) if t is not None]
         timeout = None
         if deadlines:
             timeout = max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
@@ -722,6 +700,9 @@ class _Monitor:
             if handler is not None:  # an earlier handler of this round may have closed it
                 handler(events)
         now = time.monotonic()
+        if self.trim_at is not None and now >= self.trim_at:
+            self.trim_at = None
+            _return_free_memory()
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
             with contextlib.suppress(DockyardError, OSError):

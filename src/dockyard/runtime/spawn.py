@@ -304,6 +304,48 @@ def exec_process(rt: Runtime, container_id: str, process: oci.Process, *,
     return pid if detach else rt.reap(pid)
 
 
+def prime_cgroup_moves() -> None:
+    """Start the wait of a cgroup move coming in the next few milliseconds, now, in the
+    background (``start_monitor`` calls it before it forks the monitor, the engine's
+    ``exec`` before it looks the container up).
+
+    Every move of a process between cgroups takes one global lock for writing
+    (``cgroup_threadgroup_rwsem``, a per-cpu rwsem). Its first writer after a quiet
+    spell waits for an RCU grace period (``rcu_sync_enter``: ~10 ms on this machine,
+    whatever the move); a writer that comes while the lock is still in its writers'
+    mode (held, or released less than a grace period ago) passes at once. A thread
+    moving this process into the cgroup it is already in (a no-op: "0" is the writer
+    itself) pays that wait while the create or exec prepares, forks and joins the
+    namespaces, and the move of the container's process that follows finds the fast
+    path. Best effort: where the file cannot be written, the move just pays the wait.
+    """
+    import threading
+
+    own = cgroups.own_cgroups()
+    for mount in cgroups.cgroup_mounts():
+        key = mount.controllers[0] if mount.controllers else ""
+        if key in own:
+            procs = os.path.join(mount.dir_of(own[key]), "cgroup.procs")
+            break
+    else:
+        return
+    try:
+        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+
+    def move() -> None:
+        try:
+            os.write(fd, b"0")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    # A daemon: a forked child does not inherit it, and nobody waits for it.
+    threading.Thread(target=move, name="cgroup-prime", daemon=True).start()
+
+
 def _load_bundle(bundle: str) -> oci.Spec:
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
