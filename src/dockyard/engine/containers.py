@@ -1105,8 +1105,10 @@ class ContainerService:
             info.update(changes)
         if info["state"] != "running":
             return info
-        status = read_exit(state_dir) if os.path.exists(state_dir) else None
+        # Alive first: a monitor that records the exit and ends between the two reads
+        # is then seen dead with its exit, not dead without one (255).
         alive = monitor_alive(state_dir)
+        status = read_exit(state_dir) if os.path.exists(state_dir) else None
         if alive and (status is None or status.restarting):
             if status is not None:
                 info["restarting"] = True
@@ -1903,33 +1905,24 @@ def new_netns(path: str, *, ipv6: bool = True) -> None:
     ``ipv6``, the interfaces made there later have IPv6 off (as Docker's on a network
     without IPv6: no link-local address, no router solicitations); ``lo`` keeps ::1.
     """
-    import threading
-
     with open(path, "a"):
         pass
-    failure: list[BaseException] = []
 
     def make() -> None:
-        try:
-            sc.unshare(sc.CLONE_NEWNET)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                flags = _IFREQ.unpack(fcntl.ioctl(s, _SIOCGIFFLAGS,
-                                                  _IFREQ.pack(b"lo", 0)))[1]
-                fcntl.ioctl(s, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
-            if not ipv6:
-                # /proc/sys/net is the namespace of the task that opens it: this thread's.
-                with contextlib.suppress(FileNotFoundError), \
-                        open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
-                    f.write("1")
-            sc.mount("/proc/thread-self/ns/net", path, None, sc.MS_BIND)
-        except BaseException as e:
-            failure.append(e)
+        sc.unshare(sc.CLONE_NEWNET)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            flags = _IFREQ.unpack(fcntl.ioctl(s, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))[1]
+            fcntl.ioctl(s, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
+        if not ipv6:
+            # /proc/sys/net is the namespace of the task that opens it: this thread's.
+            with contextlib.suppress(FileNotFoundError), \
+                    open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
+                f.write("1")
+        sc.mount("/proc/thread-self/ns/net", path, None, sc.MS_BIND)
 
     # The thread ends right after, and its namespace with it but for the bind.
-    thread = threading.Thread(target=make, name="netns")
-    thread.start()
-    thread.join()
-    if failure:
-        raise SystemFailure(f"cannot create the container's network namespace: "
-                            f"{failure[0]}")
+    try:
+        sc.call_in_thread(make)
+    except OSError as e:
+        raise SystemFailure(f"cannot create the container's network namespace: {e}") from None
 

@@ -28,7 +28,6 @@ import itertools
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
@@ -194,22 +193,11 @@ def in_netns(netns_fd: int, function: Callable[[], T]) -> T:
     the namespace of a task decides is then the namespace's: a socket made there, the
     sysctls of /proc/sys/net opened there.
     """
-    result: list[T] = []
-    failure: list[BaseException] = []
+    def enter_and_call() -> T:
+        sc.setns(netns_fd, sc.CLONE_NEWNET)
+        return function()
 
-    def enter_and_call() -> None:
-        try:
-            sc.setns(netns_fd, sc.CLONE_NEWNET)
-            result.append(function())
-        except BaseException as e:
-            failure.append(e)
-
-    thread = threading.Thread(target=enter_and_call, name="dockyard-netns")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    return sc.call_in_thread(enter_and_call)
 
 
 def _open_in_netns(netns_fd: int) -> socket.socket:

@@ -12,6 +12,9 @@ import errno
 import os
 import struct
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -179,3 +182,27 @@ TIOCGWINSZ = 0x5413
 def pack_winsize(rows: int, cols: int) -> bytes:
     """The struct winsize that TIOCSWINSZ takes."""
     return struct.pack("HHHH", rows, cols, 0, 0)
+
+
+def call_in_thread(function: Callable[[], T]) -> T:
+    """``function()``'s result (or its exception), called in a new thread that ends
+    with it: for ``setns`` and ``unshare``, which change the calling thread's
+    namespaces, so that this process's other threads never change theirs, even on
+    error."""
+    import threading
+
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(function())
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=call, name="dockyard-ns")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
