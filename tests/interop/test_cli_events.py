@@ -85,6 +85,25 @@ def test_a_session_is_told_in_order_with_attributes(user: User) -> None:
     assert {m["Actor"]["Attributes"]["name"] for m in later} == {"later"}
 
 
+def test_the_monitor_names_a_container_renamed_while_it_runs(user: User) -> None:
+    since = _now()
+    cid = user("run", "-d", "--network", "none", "--name", "before", "busybox",
+               "sleep", "30").stdout.strip()
+    user.ids.add(cid)
+    user("rename", "before", "after")
+    user("kill", "after")
+    user("wait", "after")
+    died = _messages(user, since, "--filter", "event=die")
+    assert [m["Actor"]["Attributes"]["name"] for m in died] == ["after"]
+    # A new run starts with the name it has, whatever the last run was told.
+    user("rename", "after", "again")
+    user("start", "again")
+    user("kill", "again")
+    user("wait", "again")
+    assert [m["Actor"]["Attributes"]["name"] for m in
+            _messages(user, since, "--filter", "event=die")] == ["after", "again"]
+
+
 def test_filters_and_formats(user: User) -> None:
     since = _now()
     user("volume", "create", "data")

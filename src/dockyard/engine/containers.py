@@ -625,8 +625,9 @@ class ContainerService:
                                           and restart.maximum_retry_count else "")
                 if restart is not None else "no")
             max_size, max_files = _log_options(host)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(state_dir, monitor.EXIT_FILE))
+            for stale in (monitor.EXIT_FILE, monitor.NAME_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(state_dir, stale))
             runtime = self._open_runtime(host.runtime)
             spec = monitor.MonitorSpec(
                 container_id=cid, bundle=self._bundle(cid), runtime=runtime.name,
@@ -836,6 +837,13 @@ class ContainerService:
             if taken is not None:
                 raise _name_in_use(new_name, taken[0])
             conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, cid))
+        state_dir = self.monitor_dir(cid)
+        if os.path.isdir(state_dir):
+            # The monitor of a running container names it in its events (``die``...).
+            from dockyard.runtime.monitor_files import NAME_FILE
+            from dockyard.storage.durable import replace_file
+
+            replace_file(os.path.join(state_dir, NAME_FILE), new_name.encode())
         self.events.container("rename", {**row, "name": new_name}, oldName="/" + row["name"])
 
     def update(self, id_or_name: str, *, memory: int | None = None,

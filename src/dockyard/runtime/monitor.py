@@ -48,6 +48,8 @@ Files in the monitor's state directory (the engine's "exit dir" for the containe
                   or unhealthy; FailingStreak; Log: the last 5 probes' Start, End,
                   ExitCode and Output), written (atomically) after each probe
     monitor.log   only if M failed after it started: its traceback
+    name          written by the engine when the running container is renamed: the
+                  name M's events carry from then on
 
 Attach protocol, on ``attach.sock`` (SOCK_STREAM; any number of clients). Both ways,
 frames of a 5-byte header (1 byte kind, 4 bytes big-endian length) and a payload,
@@ -110,6 +112,7 @@ from dockyard.runtime.container import Stdio
 from dockyard.runtime.logfile import DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, JsonFileLog, rfc3339nano
 from dockyard.runtime.monitor_files import (
     EXIT_FILE,
+    NAME_FILE,
     PID_FILE,
     ExitStatus,
     monitor_alive,
@@ -919,10 +922,14 @@ class _Monitor:
     # -- events and healthchecks -------------------------------------------------------
 
     def _event(self, action: str, **attributes: str) -> None:
-        if self.spec.events_path is not None:
-            eventlog.record(self.spec.events_path, "container", action,
-                            self.spec.container_id,
-                            {**self.spec.event_attributes, **attributes})
+        if self.spec.events_path is None:
+            return
+        current = {**self.spec.event_attributes, **attributes}
+        with contextlib.suppress(OSError), \
+                open(os.path.join(self.spec.state_dir, NAME_FILE)) as f:
+            current["name"] = f.read()  # renamed since it started
+        eventlog.record(self.spec.events_path, "container", action, self.spec.container_id,
+                        current)
 
     def _probe_interval(self) -> float:
         """dockerd's: every start_interval while starting within the start period."""

@@ -14,6 +14,7 @@ from dockyard.runtime.state import proc_start_time
 
 PID_FILE = "monitor.pid"
 EXIT_FILE = "exit.json"
+NAME_FILE = "name"
 
 
 @dataclass(frozen=True)
