@@ -216,6 +216,11 @@ def test_bad_input_is_refused(user: User) -> None:
         assert result.returncode == 1, (flags, result)
         assert message in result.stderr, (flags, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+    # A template that does not parse is refused before any event is read (docker: 64).
+    broken = user("events", "--since", "1s", "--until", "1s", "--format",
+                  "{{.Type | nosuch}}", ok=False)
+    assert (broken.returncode, broken.stderr) == (
+        64, 'Error: template parsing error: template: :1: function "nosuch" not defined\n')
 
 
 class _Follower:

@@ -61,7 +61,7 @@ def line(message: Mapping[str, Any]) -> str:
 
 def events(options: argparse.Namespace, args: argparse.Namespace) -> int:
     """``docker events``."""
-    from dockyard.cli.formatting import render
+    from dockyard.cli.formatting import check, render
     from dockyard.cli.prompting import parse_filters
     from dockyard.engine.events import EventLog, parse_time
 
@@ -75,6 +75,8 @@ def events(options: argparse.Namespace, args: argparse.Namespace) -> int:
         def show(message: Mapping[str, Any]) -> str:
             return json.dumps(message, separators=(",", ":"))
     elif args.format:
+        check(args.format)
+
         def show(message: Mapping[str, Any]) -> str:
             return render(args.format, _Message(message))
     else:

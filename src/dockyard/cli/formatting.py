@@ -95,6 +95,12 @@ def render(template: str, data: Mapping[str, Any]) -> str:
     return _execute(_template(template), data)
 
 
+def check(template: str) -> None:
+    """Refuse a template that does not parse, before there is anything to fill it with
+    (``events --format`` with no event yet fails as docker's does)."""
+    _template(template)
+
+
 class _Titles(dict[str, str]):
     """The data of a table's header row: every field name gives its column title."""
 
