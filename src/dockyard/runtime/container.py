@@ -317,10 +317,17 @@ def _destroy_cgroup(cg: cgroups.Cgroup, path: str) -> None:
     """Remove the container's cgroup, and the default parent once no container uses it."""
     cg.destroy()
     if os.path.dirname(path) == _DEFAULT_CGROUP_PARENT:
-        for parent in cgroups.open_cgroup(_DEFAULT_CGROUP_PARENT).paths().values():
-            # Fails while another container lives under it, which is what we want.
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)
+        remove_unused_parent()
+
+
+def remove_unused_parent() -> None:
+    """Remove the default cgroup parent (``/dockyard``) of every hierarchy where no
+    container lives under it any more: whichever runtime (ours, crun, runc) deleted the
+    last one."""
+    for parent in cgroups.open_cgroup(_DEFAULT_CGROUP_PARENT).paths().values():
+        # Fails while another container lives under it, which is what we want.
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
 
 
 def _wait_gone(pid: int, cg: cgroups.Cgroup, timeout: float = 10.0) -> None:

@@ -43,7 +43,7 @@ from dockyard.errors import (
 )
 from dockyard.linux import cgroups
 from dockyard.linux import syscalls as sc
-from dockyard.runtime.container import OCI_VERSION, Runtime, Stdio
+from dockyard.runtime.container import OCI_VERSION, Runtime, Stdio, remove_unused_parent
 from dockyard.runtime.state import StateDir, Status
 
 if TYPE_CHECKING:
@@ -227,6 +227,7 @@ class External(RuntimeCommand):
                 cg = self._cgroup_of(container_id, f.read())
                 if cg.exists():
                     cg.destroy()
+            remove_unused_parent()
             raise
 
     def start(self, container_id: str) -> None:
@@ -238,6 +239,8 @@ class External(RuntimeCommand):
     def delete(self, container_id: str) -> None:
         if self.exists(container_id):
             self._run(container_id, "delete", "--force")
+        # crun and runc leave the parent of the engine's cgroupsPath (/dockyard/ID).
+        remove_unused_parent()
 
     def pause(self, container_id: str) -> None:
         self._run(container_id, "pause")
